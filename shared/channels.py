@@ -1,0 +1,73 @@
+"""Channel names and types (protocol reference section 4).
+
+Prefix tests are anchored at the start of the name, unlike soketi's unanchored regexes.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+CHANNEL_NAME_RE = re.compile(r"^[-a-zA-Z0-9_=@,.;]+$")
+SERVER_TO_USER_PREFIX = "#server-to-user-"
+SERVER_TO_USER_RE = re.compile(r"^#server-to-user-[-a-zA-Z0-9_=@,.;]+$")
+
+
+class ChannelKind(enum.Enum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+    ENCRYPTED = "encrypted"
+    PRESENCE = "presence"
+    SERVER_TO_USER = "server-to-user"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelType:
+    kind: ChannelKind
+    cache: bool
+
+    @property
+    def needs_auth(self) -> bool:
+        return self.kind in (ChannelKind.PRIVATE, ChannelKind.ENCRYPTED, ChannelKind.PRESENCE)
+
+    @property
+    def is_presence(self) -> bool:
+        return self.kind is ChannelKind.PRESENCE
+
+    @property
+    def allows_client_events(self) -> bool:
+        # Herald decision 10: private and presence only; encrypted payloads can't be produced by clients.
+        return self.kind in (ChannelKind.PRIVATE, ChannelKind.PRESENCE)
+
+
+def channel_type(name: str) -> ChannelType:
+    """Classify a (syntactically valid) channel name."""
+    if name.startswith(SERVER_TO_USER_PREFIX):
+        return ChannelType(ChannelKind.SERVER_TO_USER, False)
+    if name.startswith("presence-"):
+        return ChannelType(ChannelKind.PRESENCE, name.startswith("presence-cache-"))
+    if name.startswith("private-encrypted-"):
+        return ChannelType(ChannelKind.ENCRYPTED, name.startswith("private-encrypted-cache-"))
+    if name.startswith("private-"):
+        return ChannelType(ChannelKind.PRIVATE, name.startswith("private-cache-"))
+    return ChannelType(ChannelKind.PUBLIC, name.startswith("cache-"))
+
+
+def channel_name_error(name: object, max_length: int) -> str | None:
+    """Why `name` is not an acceptable channel name, or None when it is."""
+    if not isinstance(name, str) or not name:
+        return "channel name must be a non-empty string"
+    if len(name) > max_length:
+        return f"channel name is longer than {max_length} characters"
+    if name.startswith("#"):
+        if SERVER_TO_USER_RE.match(name):
+            return None
+        return "channel names starting with '#' are reserved"
+    if not CHANNEL_NAME_RE.match(name):
+        return "channel name may only contain A-Z, a-z, 0-9 and _ - = @ , . ;"
+    return None
+
+
+def is_encrypted(name: str) -> bool:
+    return name.startswith("private-encrypted-")

@@ -1,0 +1,93 @@
+"""In-memory stores: the reference semantics for one process (embedded mode)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.state import Member, PresenceJoin
+
+
+class MemoryConnectionStore:
+    def __init__(self) -> None:
+        self._sockets: dict[str, set[str]] = {}
+
+    async def open(self, app_id: str, socket_id: str, limit: int) -> bool:
+        sockets = self._sockets.setdefault(app_id, set())
+        if 0 <= limit <= len(sockets):
+            return False
+        sockets.add(socket_id)
+        return True
+
+    async def close(self, app_id: str, socket_id: str) -> None:
+        self._sockets.get(app_id, set()).discard(socket_id)
+
+    async def count(self, app_id: str) -> int:
+        return len(self._sockets.get(app_id, ()))
+
+
+class MemoryOccupancyStore:
+    def __init__(self) -> None:
+        self._counts: dict[str, dict[str, int]] = {}
+
+    async def add(self, app_id: str, channel: str, socket_id: str) -> int:
+        counts = self._counts.setdefault(app_id, {})
+        counts[channel] = counts.get(channel, 0) + 1
+        return counts[channel]
+
+    async def remove(self, app_id: str, channel: str, socket_id: str) -> int:
+        counts = self._counts.get(app_id, {})
+        left = counts.get(channel, 0) - 1
+        if left > 0:
+            counts[channel] = left
+            return left
+        counts.pop(channel, None)
+        return 0
+
+    async def counts(self, app_id: str, channels: Sequence[str]) -> list[int]:
+        counts = self._counts.get(app_id, {})
+        return [counts.get(c, 0) for c in channels]
+
+    async def channels(self, app_id: str, prefix: str = "") -> dict[str, int]:
+        return {c: n for c, n in self._counts.get(app_id, {}).items() if c.startswith(prefix)}
+
+
+class MemoryPresenceStore:
+    def __init__(self) -> None:
+        # (app, channel) -> user key -> [member, connection count]; dicts keep join order for rosters.
+        self._channels: dict[tuple[str, str], dict[str, list]] = {}
+
+    async def join(
+        self, app_id: str, channel: str, socket_id: str, member: Member, max_members: int
+    ) -> PresenceJoin:
+        users = self._channels.setdefault((app_id, channel), {})
+        entry = users.get(member.key)
+        if entry is None:
+            if len(users) >= max_members:
+                if not users:
+                    del self._channels[(app_id, channel)]
+                return PresenceJoin(False, False, [])
+            users[member.key] = [member, 1]
+            added = True
+        else:
+            entry[1] += 1
+            added = False
+        return PresenceJoin(True, added, [m for m, _ in users.values()])
+
+    async def leave(self, app_id: str, channel: str, socket_id: str, member: Member) -> bool:
+        users = self._channels.get((app_id, channel))
+        if not users or member.key not in users:
+            return False
+        entry = users[member.key]
+        entry[1] -= 1
+        if entry[1] > 0:
+            return False
+        del users[member.key]
+        if not users:
+            del self._channels[(app_id, channel)]
+        return True
+
+    async def members(self, app_id: str, channel: str) -> list[Member]:
+        return [m for m, _ in self._channels.get((app_id, channel), {}).values()]
+
+    async def user_counts(self, app_id: str, channels: Sequence[str]) -> list[int]:
+        return [len(self._channels.get((app_id, c), ())) for c in channels]
