@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -169,7 +169,8 @@ def load_apps_file(path: str | Path) -> list[AppConfig]:
     try:
         doc = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'YAML'}: {exc}")
+        kind = "JSON" if source.endswith(".json") else "YAML"
+        raise ConfigError(f"{source}: not valid {kind}: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("apps"), list) or not doc["apps"]:
         raise ConfigError(f'{source}: expected an object {{"apps": [ ... ]}} with at least one app')
     apps = [app_from_mapping(raw, source, i) for i, raw in enumerate(doc["apps"])]
@@ -215,7 +216,7 @@ class AppRegistry:
     def by_key(self, key: str) -> AppConfig | None:
         return self._by_key.get(key)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[AppConfig]:
         return iter(self._by_id.values())
 
     def __len__(self) -> int:

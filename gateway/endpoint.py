@@ -1,0 +1,144 @@
+"""The `/app/{key}` WebSocket endpoint: handshake checks, then the read loop feeding the handler."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qs
+
+from starlette.types import Receive, Scope, Send
+
+from gateway.connection import Connection, new_socket_id
+from gateway.handler import ProtocolHandler
+from gateway.outbound import FlushScheduler, QueueSink, Sink, TransportSink, transport_of
+from shared import metrics, protocol
+from shared.config import AppConfig, AppRegistry
+
+log = logging.getLogger("herald.gateway")
+
+
+class Gateway:
+    """Holds the node's open connections; one per process."""
+
+    def __init__(
+        self,
+        registry: AppRegistry,
+        handler: ProtocolHandler,
+        activity_timeout_s: int = protocol.ACTIVITY_TIMEOUT_S,
+    ) -> None:
+        self.registry = registry
+        self.handler = handler
+        self.activity_timeout_s = activity_timeout_s
+        self.connections: dict[str, Connection] = {}
+        self.scheduler = FlushScheduler()
+        self.accepting = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Raw ASGI so the read loop stays lean (no per-message Starlette objects)."""
+        msg = await receive()
+        if msg["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        refusal = self.check_handshake(scope)
+        if refusal is not None:
+            app, code, message = refusal
+            metrics.CONNECTIONS_REFUSED.labels(str(code)).inc()
+            await send({"type": "websocket.send", "text": protocol.error(message, code).decode()})
+            await send({"type": "websocket.close", "code": code, "reason": message})
+            return
+        app = self.registry.by_key(scope["path_params"]["key"])
+        assert app is not None
+        socket_id = new_socket_id()
+        while socket_id in self.connections:
+            socket_id = new_socket_id()
+        if not await self.admit(app, socket_id, send):
+            return
+        sink = self.make_sink(send)
+        conn = Connection(socket_id, app, sink, self.handler.clock())
+        self.connections[socket_id] = conn
+        metrics.CONNECTIONS.inc()
+        metrics.CONNECTIONS_TOTAL.inc()
+        try:
+            conn.send(protocol.connection_established(socket_id, self.activity_timeout_s))
+            await self.read_loop(conn, receive)
+        finally:
+            del self.connections[socket_id]
+            metrics.CONNECTIONS.dec()
+            if isinstance(sink, QueueSink):
+                sink.cancel()
+            await self.handler.handle_close(conn)
+            try:
+                await self.handler.backend.connections.close(app.id, socket_id)
+            except Exception:
+                log.warning("connection quota release failed for %s", app.id, exc_info=True)
+
+    async def read_loop(self, conn: Connection, receive: Receive) -> None:
+        handler = self.handler
+        while True:
+            msg = await receive()
+            kind = msg["type"]
+            if kind == "websocket.receive":
+                text = msg.get("text")
+                if text is not None:
+                    await handler.handle_text(conn, text)
+                else:
+                    handler.handle_binary(conn)
+            elif kind == "websocket.disconnect":
+                return
+
+    def check_handshake(self, scope: Scope) -> tuple[AppConfig | None, int, str] | None:
+        if not self.accepting:
+            return None, protocol.RECONNECT, "Server is shutting down; reconnect"
+        app = self.registry.by_key(scope["path_params"]["key"])
+        if app is None:
+            return None, protocol.APP_NOT_FOUND, "Application does not exist"
+        if not app.enabled:
+            return app, protocol.APP_DISABLED, "Application disabled"
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        versions = query.get("protocol")
+        if not versions:
+            return app, protocol.NO_PROTOCOL, "No protocol version supplied"
+        try:
+            version = int(versions[0])
+        except ValueError:
+            return app, protocol.UNSUPPORTED_PROTOCOL, "Unsupported protocol version"
+        if not protocol.PROTOCOL_MIN <= version <= protocol.PROTOCOL_MAX:
+            return app, protocol.UNSUPPORTED_PROTOCOL, "Unsupported protocol version"
+        return None
+
+    async def admit(self, app: AppConfig, socket_id: str, send: Send) -> bool:
+        try:
+            ok = await self.handler.backend.connections.open(app.id, socket_id, app.max_connections)
+        except Exception:
+            log.warning("connection quota check failed", exc_info=True)
+            code, message = protocol.OVER_CAPACITY, "Server cannot accept connections right now"
+        else:
+            if ok:
+                return True
+            code, message = protocol.OVER_QUOTA, "Application is over connection quota"
+        metrics.CONNECTIONS_REFUSED.labels(str(code)).inc()
+        await send({"type": "websocket.send", "text": protocol.error(message, code).decode()})
+        await send({"type": "websocket.close", "code": code, "reason": message})
+        return False
+
+    def make_sink(self, send: Send) -> Sink:
+        transport = transport_of(send)
+        if transport is not None:
+            return TransportSink(transport, send, self.scheduler)
+        return QueueSink(send)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for conn in list(self.connections.values()):
+            conn.sink.close(code, reason)
+
+    def sweep(self, now: float, pong_timeout_s: float) -> None:
+        """Ping silent sockets, close those that ignored the ping (reference section 1.6)."""
+        idle_limit = self.activity_timeout_s
+        for conn in list(self.connections.values()):
+            if conn.ping_sent_at is None:
+                if now - conn.last_seen >= idle_limit:
+                    conn.ping_sent_at = now
+                    conn.send(protocol.PING)
+            elif now - conn.ping_sent_at >= pong_timeout_s:
+                conn.send(protocol.error("Pong reply not received", protocol.PONG_NOT_RECEIVED))
+                conn.sink.close(protocol.PONG_NOT_RECEIVED, "Pong reply not received")
+

@@ -1,0 +1,308 @@
+"""The Pusher protocol 7 state machine for one node: parsed client messages in, frames and state
+changes out.
+
+Sockets, the clock, the bus and the stores are injected (a `Sink` per connection, a `Backend`), so the
+whole protocol is tested without a network. Nothing here raises to the caller for bad input: every
+problem becomes a `pusher:error` or `pusher:subscription_error` and the connection stays open.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gateway.connection import Connection
+from gateway.hub import Hub
+from shared import metrics, protocol
+from shared.backend import Backend
+from shared.bus import BusUnavailable, Envelope
+from shared.channels import ChannelKind, channel_name_error, channel_type
+from shared.signatures import auth_token_error, channel_string_to_sign
+from shared.state import Member, user_key
+
+log = logging.getLogger("herald.gateway")
+
+MAX_USER_ID_LENGTH = 128
+CLIENT_EVENT_WINDOW_S = 1.0
+
+Clock = Callable[[], float]
+
+
+class ProtocolHandler:
+    def __init__(self, backend: Backend, hub: Hub, clock: Clock = time.monotonic) -> None:
+        self.backend = backend
+        self.hub = hub
+        self.clock = clock
+
+    # -- errors --------------------------------------------------------------------------------
+
+    @staticmethod
+    def error(conn: Connection, message: str, code: int | None) -> None:
+        metrics.PROTOCOL_ERRORS.labels(str(code)).inc()
+        conn.send(protocol.error(message, code))
+
+    @staticmethod
+    def subscription_error(conn: Connection, channel: str, type_: str, message: str, status: int) -> None:
+        metrics.SUBSCRIPTIONS.labels(type_).inc()
+        conn.send(protocol.subscription_error(channel, type_, message, status))
+
+    # -- entry points --------------------------------------------------------------------------
+
+    async def handle_text(self, conn: Connection, text: str | bytes) -> None:
+        conn.last_seen = self.clock()
+        conn.ping_sent_at = None
+        metrics.MESSAGES_IN.inc()
+        try:
+            msg = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return self.error(conn, "Invalid message format: not valid JSON", protocol.INVALID_MESSAGE)
+        if not isinstance(msg, dict):
+            return self.error(conn, "Invalid message format: expected a JSON object", protocol.INVALID_MESSAGE)
+        name = msg.get("event")
+        if not isinstance(name, str) or not name:
+            return self.error(
+                conn, "Invalid message format: 'event' must be a non-empty string", protocol.INVALID_MESSAGE
+            )
+        data = msg.get("data")
+        if isinstance(data, str) and not name.startswith("client-"):
+            # Older clients send data as a JSON-encoded string; accept both forms.
+            try:
+                data = orjson.loads(data) if data else {}
+            except orjson.JSONDecodeError:
+                return self.error(
+                    conn, f"Invalid message format: 'data' of {name} is not valid JSON", protocol.INVALID_MESSAGE
+                )
+        try:
+            if name == "pusher:ping":
+                conn.send(protocol.PONG)
+            elif name == "pusher:pong":
+                pass
+            elif name == "pusher:subscribe":
+                await self.subscribe(conn, data)
+            elif name == "pusher:unsubscribe":
+                await self.unsubscribe_message(conn, data)
+            elif name == "pusher:signin":
+                self.error(conn, "User authentication is not enabled on this server", protocol.UNAUTHORIZED)
+            elif name.startswith("client-"):
+                await self.client_event(conn, msg)
+            else:
+                self.error(conn, f"Unsupported event: {name[:64]}", protocol.INVALID_MESSAGE)
+        except BusUnavailable:
+            self.error(conn, "Service temporarily unavailable; try again", protocol.RECONNECT)
+        except Exception:
+            log.exception("error handling %s from %s", name[:64], conn.socket_id)
+            self.error(conn, "Internal server error", protocol.RECONNECT)
+
+    def handle_binary(self, conn: Connection) -> None:
+        conn.last_seen = self.clock()
+        conn.ping_sent_at = None
+        self.error(conn, "Binary frames are not supported; send JSON text frames", protocol.INVALID_MESSAGE)
+
+    async def handle_close(self, conn: Connection) -> None:
+        """The socket is gone: leave every channel as if unsubscribed."""
+        conn.closed = True
+        for channel in list(conn.channels):
+            try:
+                await self.leave(conn, channel)
+            except Exception:
+                # Redis trouble: the node's lease and the reaper correct the shared state later.
+                log.warning("leave of %s failed on close", channel, exc_info=True)
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    async def subscribe(self, conn: Connection, data: Any) -> None:
+        if not isinstance(data, dict):
+            return self.error(conn, "pusher:subscribe requires a data object", protocol.INVALID_MESSAGE)
+        channel = data.get("channel")
+        if not isinstance(channel, str) or not channel:
+            return self.error(
+                conn, "pusher:subscribe requires data.channel (a non-empty string)", protocol.INVALID_MESSAGE
+            )
+        app = conn.app
+        problem = channel_name_error(channel, app.max_channel_name_length)
+        if problem:
+            kind = "LimitReached" if len(channel) > app.max_channel_name_length else "InvalidChannel"
+            return self.subscription_error(conn, channel, kind, f"Invalid channel '{channel[:64]}': {problem}",
+                                           4009 if kind == "LimitReached" else 400)
+        ctype = channel_type(channel)
+        if ctype.kind is ChannelKind.SERVER_TO_USER:
+            return self.subscription_error(
+                conn, channel, "AuthError", "Sign in as this user before subscribing to its channel", 401
+            )
+        channel_data = data.get("channel_data")
+        if channel_data is not None and not isinstance(channel_data, str):
+            return self.subscription_error(
+                conn, channel, "AuthError", "channel_data must be a JSON-encoded string", 401
+            )
+        if ctype.needs_auth:
+            problem = auth_token_error(
+                data.get("auth"), app.key, app.secret,
+                channel_string_to_sign(conn.socket_id, channel, channel_data),
+            )
+            if problem:
+                return self.subscription_error(
+                    conn, channel, "AuthError", f"Subscription to {channel} refused: {problem}", 401
+                )
+        member: Member | None = None
+        if ctype.is_presence:
+            member_or_error = self.parse_member(conn, channel_data)
+            if isinstance(member_or_error, tuple):
+                return self.subscription_error(conn, channel, *member_or_error)
+            member = member_or_error
+        if channel in conn.channels:
+            # Idempotent: confirm again without a second membership (and no member_added).
+            return await self.confirm_again(conn, channel)
+        if channel in conn.held:
+            return  # already being subscribed; that subscription's confirmation will come
+        await self.join(conn, channel, member)
+
+    def parse_member(self, conn: Connection, channel_data: str | None) -> Member | tuple[str, str, int]:
+        if channel_data is None:
+            return ("AuthError", "Presence channels require channel_data with a user_id", 401)
+        try:
+            parsed = orjson.loads(channel_data)
+        except orjson.JSONDecodeError:
+            return ("AuthError", "channel_data is not valid JSON", 401)
+        if not isinstance(parsed, dict) or "user_id" not in parsed:
+            return ("AuthError", "channel_data must be a JSON object with a user_id", 401)
+        user_id = parsed["user_id"]
+        if isinstance(user_id, bool) or not isinstance(user_id, str | int | float) or user_id == "":
+            return ("AuthError", "user_id must be a non-empty string or a number", 401)
+        if len(user_key(user_id)) > MAX_USER_ID_LENGTH:
+            return ("LimitReached", f"user_id is longer than {MAX_USER_ID_LENGTH} characters", 413)
+        info = parsed.get("user_info")
+        limit = conn.app.max_presence_member_bytes
+        if info is not None and len(orjson.dumps(info)) > limit:
+            return ("LimitReached", f"user_info is larger than {limit} bytes", 413)
+        return Member(user_id, info)
+
+    async def join(self, conn: Connection, channel: str, member: Member | None) -> None:
+        app_id = conn.app.id
+        joined_hub = False
+        result = None
+        try:
+            await self.hub.join(conn, channel)
+            joined_hub = True
+            roster = "{}"
+            if member is not None:
+                result = await self.backend.presence.join(
+                    app_id, channel, conn.socket_id, member, conn.app.max_presence_members_per_channel
+                )
+                if not result.accepted:
+                    await self.hub.leave(conn, channel)
+                    limit = conn.app.max_presence_members_per_channel
+                    return self.subscription_error(
+                        conn, channel, "LimitReached", f"Presence channel is full ({limit} members)", 4100
+                    )
+                roster = protocol.presence_roster([(m.user_id, m.user_info) for m in result.members])
+            await self.backend.occupancy.add(app_id, channel, conn.socket_id)
+        except Exception:
+            if joined_hub:
+                await self.hub.leave(conn, channel)
+            log.warning("subscription to %s failed", channel, exc_info=True)
+            return self.subscription_error(
+                conn, channel, "ServerError", "Subscription failed on the server; try again", 500
+            )
+        conn.channels[channel] = member
+        if conn.closed:
+            # The socket went away while we waited; undo what handle_close could not see.
+            await self.leave(conn, channel)
+            return
+        metrics.SUBSCRIPTIONS.labels("ok").inc()
+        conn.send(protocol.subscription_succeeded(channel, roster))
+        conn.release(channel)
+        if member is not None and result is not None and result.added:
+            await self.publish_internal(
+                conn, channel, "pusher_internal:member_added",
+                protocol.member_added_data(member.user_id, member.user_info),
+            )
+
+    async def confirm_again(self, conn: Connection, channel: str) -> None:
+        if conn.channels.get(channel) is not None:
+            members = await self.backend.presence.members(conn.app.id, channel)
+            roster = protocol.presence_roster([(m.user_id, m.user_info) for m in members])
+            conn.send(protocol.subscription_succeeded(channel, roster))
+        else:
+            conn.send(protocol.subscription_succeeded(channel))
+
+    async def unsubscribe_message(self, conn: Connection, data: Any) -> None:
+        channel = data.get("channel") if isinstance(data, dict) else None
+        if not isinstance(channel, str):
+            return self.error(
+                conn, "pusher:unsubscribe requires data.channel (a string)", protocol.INVALID_MESSAGE
+            )
+        if channel in conn.channels:
+            await self.leave(conn, channel)
+
+    async def leave(self, conn: Connection, channel: str) -> None:
+        if channel not in conn.channels:
+            return
+        member = conn.channels.pop(channel)
+        app_id = conn.app.id
+        await self.hub.leave(conn, channel)
+        await self.backend.occupancy.remove(app_id, channel, conn.socket_id)
+        if member is not None:
+            removed = await self.backend.presence.leave(app_id, channel, conn.socket_id, member)
+            if removed:
+                await self.publish_internal(
+                    None, channel, "pusher_internal:member_removed",
+                    protocol.member_removed_data(member.user_id), app_id=app_id,
+                )
+
+    async def publish_internal(
+        self, conn: Connection | None, channel: str, event: str, data: str, app_id: str | None = None
+    ) -> None:
+        await self.backend.bus.publish(
+            Envelope(
+                app_id or (conn.app.id if conn else ""), channel, event, data,
+                exclude=conn.socket_id if conn else None,
+                origin=self.backend.node_id, ts=time.time(),
+            )
+        )
+
+    # -- client events -------------------------------------------------------------------------
+
+    async def client_event(self, conn: Connection, msg: dict[str, Any]) -> None:
+        app = conn.app
+        name: str = msg["event"]
+        channel = msg.get("channel")
+        code = protocol.CLIENT_EVENT_REJECTED
+        if not app.enable_client_messages:
+            return self.error(conn, "Client events are not enabled for this app", code)
+        if not isinstance(channel, str) or not channel:
+            return self.error(conn, f"Client event {name[:64]} needs a 'channel'", code)
+        if not channel_type(channel).allows_client_events:
+            return self.error(
+                conn, f"Client events are only allowed on private and presence channels, not {channel[:64]}",
+                code,
+            )
+        if channel not in conn.channels:
+            return self.error(
+                conn, f"Cannot send client event: connection not subscribed to channel {channel[:64]}", code
+            )
+        if len(name) > app.max_event_name_length:
+            return self.error(conn, f"Client event name longer than {app.max_event_name_length}", code)
+        data = msg.get("data")
+        size = len(data.encode()) if isinstance(data, str) else len(orjson.dumps(data))
+        if size > app.max_event_payload_bytes:
+            return self.error(conn, f"Client event data larger than {app.max_event_payload_bytes} bytes", code)
+        now = self.clock()
+        if now - conn.client_event_window >= CLIENT_EVENT_WINDOW_S:
+            conn.client_event_window = now
+            conn.client_event_count = 0
+        conn.client_event_count += 1
+        if 0 <= app.max_client_events_per_sec < conn.client_event_count:
+            return self.error(conn, "Client event rejected due to rate limit", code)
+        member = conn.channels[channel]
+        metrics.CLIENT_EVENTS.inc()
+        await self.backend.bus.publish(
+            Envelope(
+                app.id, channel, name, data, exclude=conn.socket_id,
+                user_id=member.user_id if member is not None else None,
+                origin=self.backend.node_id, ts=time.time(),
+            )
+        )

@@ -1,0 +1,112 @@
+"""The node's local fan-out: which local sockets are in which channel, and bus subscriptions.
+
+An envelope from the bus is encoded once and framed once, then the same bytes are queued on every
+local subscriber except the excluded socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from gateway.connection import Connection
+from gateway.frames import text_frame
+from shared import metrics, protocol
+from shared.bus import Bus, Envelope
+
+log = logging.getLogger("herald.gateway")
+
+Topic = tuple[str, str]
+
+
+class Hub:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._members: dict[Topic, dict[str, Connection]] = {}
+        # Topic -> completed (or in-flight) bus subscription.
+        self._ready: dict[Topic, asyncio.Future[None]] = {}
+        bus.set_receiver(self.deliver)
+
+    def topics(self) -> list[Topic]:
+        return list(self._members)
+
+    def local_count(self, app_id: str, channel: str) -> int:
+        return len(self._members.get((app_id, channel), ()))
+
+    async def join(self, conn: Connection, channel: str) -> None:
+        """Add `conn` to `channel`, holding its events until `conn.release(channel)`.
+
+        Returns after the node's bus subscription for the channel is active, so no event published
+        after this returns can be missed.
+        """
+        topic = (conn.app.id, channel)
+        conn.held[channel] = []
+        members = self._members.setdefault(topic, {})
+        members[conn.socket_id] = conn
+        ready = self._ready.get(topic)
+        if ready is None:
+            ready = asyncio.get_running_loop().create_future()
+            self._ready[topic] = ready
+            try:
+                await self.bus.subscribe(*topic)
+            except BaseException as exc:
+                self._ready.pop(topic, None)
+                ready.set_exception(exc)
+                ready.exception()  # mark retrieved; waiters re-raise below
+                conn.held.pop(channel, None)
+                self._drop(conn, topic)
+                raise
+            ready.set_result(None)
+        elif not ready.done():
+            try:
+                await asyncio.shield(ready)
+            except BaseException:
+                conn.held.pop(channel, None)
+                self._drop(conn, topic)
+                raise
+
+    async def leave(self, conn: Connection, channel: str) -> None:
+        topic = (conn.app.id, channel)
+        conn.held.pop(channel, None)
+        if self._drop(conn, topic):
+            ready = self._ready.pop(topic, None)
+            if ready is None:
+                return
+            try:
+                # A subscribe still in flight must finish before it can be undone (the bus counts them).
+                await asyncio.shield(ready)
+                await self.bus.unsubscribe(*topic)
+            except Exception:
+                # The bus re-syncs its subscriptions on reconnect from `topics()`.
+                log.warning("bus unsubscribe failed for %s", topic, exc_info=True)
+
+    def _drop(self, conn: Connection, topic: Topic) -> bool:
+        """Remove conn from topic; True when the topic has no local sockets left."""
+        members = self._members.get(topic)
+        if members is None:
+            return False
+        members.pop(conn.socket_id, None)
+        if members:
+            return False
+        del self._members[topic]
+        return True
+
+    def deliver(self, env: Envelope) -> None:
+        members = self._members.get((env.app_id, env.channel))
+        if not members:
+            return
+        if env.user_id is not None:
+            payload = protocol.event(env.event, env.data, env.channel, user_id=env.user_id)
+        else:
+            payload = protocol.event(env.event, env.data, env.channel)
+        wire = text_frame(payload)
+        exclude = env.exclude
+        sent = 0
+        for socket_id, conn in members.items():
+            if socket_id != exclude:
+                conn.deliver(env.channel, payload, wire)
+                sent += 1
+        metrics.DELIVERIES.inc(sent)
+        if env.ts:
+            metrics.BUS_LAG.observe(max(0.0, time.time() - env.ts))

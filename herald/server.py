@@ -1,0 +1,161 @@
+"""Assembling the ASGI apps for each role and running them under uvicorn with a graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import FrameType
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from gateway.endpoint import Gateway
+from gateway.handler import ProtocolHandler
+from gateway.hub import Hub
+from shared import protocol
+from shared.backend import Backend
+from shared.config import AppRegistry
+
+log = logging.getLogger("herald")
+
+SWEEP_INTERVAL_S = 1.0
+# Inbound frames above this are refused by the WebSocket layer (close 1009); app limits are lower.
+WS_MAX_MESSAGE_BYTES = 256 * 1024
+
+
+@dataclass
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 6001
+    activity_timeout_s: int = protocol.ACTIVITY_TIMEOUT_S
+    pong_timeout_s: float = protocol.PONG_TIMEOUT_S
+    # Time over which sockets are closed with 4200 on shutdown, so clients don't reconnect at once.
+    drain_s: float = 3.0
+    log_level: str = "info"
+
+
+class Node:
+    """One process: the roles it serves (gateway, HTTP API or both) over one backend."""
+
+    def __init__(
+        self, registry: AppRegistry, backend: Backend, settings: Settings, gateway: bool, http_api: bool
+    ) -> None:
+        self.registry = registry
+        self.backend = backend
+        self.settings = settings
+        self.ready = False
+        self.gateway: Gateway | None = None
+        routes: list[BaseRoute] = [
+            Route("/", self.health),
+            Route("/ready", self.readiness),
+            Route("/metrics", self.metrics),
+        ]
+        if gateway:
+            hub = Hub(backend.bus)
+            handler = ProtocolHandler(backend, hub)
+            self.gateway = Gateway(registry, handler, settings.activity_timeout_s)
+            routes.append(WebSocketRoute("/app/{key}", self.gateway))
+        if http_api:
+            from trigger_api.app import build_routes
+
+            routes.extend(build_routes(registry, backend))
+        self.app = Starlette(routes=routes, lifespan=self.lifespan)
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def readiness(self, request: Request) -> Response:
+        if self.ready:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False}, status_code=503)
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.backend.start()
+        sweeper = asyncio.create_task(self.sweep_forever()) if self.gateway else None
+        self.ready = True
+        try:
+            yield
+        finally:
+            self.ready = False
+            if sweeper:
+                sweeper.cancel()
+            await self.backend.close()
+
+    async def sweep_forever(self) -> None:
+        assert self.gateway is not None
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            self.gateway.sweep(time.monotonic(), self.settings.pong_timeout_s)
+
+    async def drain(self) -> None:
+        """Readiness off, stop accepting, then close sockets with 4200 in jittered batches."""
+        self.ready = False
+        gw = self.gateway
+        if gw is None or not gw.connections:
+            return
+        gw.accepting = False
+        conns = list(gw.connections.values())
+        random.shuffle(conns)
+        batches = max(1, min(len(conns), int(self.settings.drain_s * 10)))
+        per_batch = -(-len(conns) // batches)
+        pause = self.settings.drain_s / batches
+        log.info("draining %d connections over %.1fs", len(conns), self.settings.drain_s)
+        for i in range(0, len(conns), per_batch):
+            for conn in conns[i : i + per_batch]:
+                conn.sink.close(protocol.RECONNECT, "Server is shutting down; please reconnect")
+            await asyncio.sleep(pause)
+
+
+class DrainingServer(uvicorn.Server):
+    """Runs Herald's drain before uvicorn's own shutdown (which would close sockets with 1012)."""
+
+    def __init__(self, config: uvicorn.Config, node: Node) -> None:
+        super().__init__(config)
+        self.node = node
+        self._draining: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining is None and sig in (signal.SIGTERM, signal.SIGINT):
+            self._draining = asyncio.get_event_loop().create_task(self._drain_then_exit(sig, frame))
+            return
+        super().handle_exit(sig, frame)
+
+    async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        try:
+            await self.node.drain()
+        finally:
+            super().handle_exit(sig, frame)
+
+
+def run(node: Node, settings: Settings) -> None:
+    config = uvicorn.Config(
+        node.app,
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
+        # Herald writes pre-framed bytes straight to transports; compression would break that.
+        ws_per_message_deflate=False,
+        # Liveness is Herald's Pusher-level ping (section 1.6); WS pings are still answered.
+        ws_ping_interval=None,
+        log_level=settings.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=max(5, int(settings.drain_s) + 5),
+    )
+    DrainingServer(config, node).run()
