@@ -1,0 +1,224 @@
+"""The HTTP API endpoints (sections 6.3-6.8).
+
+Each endpoint is a handler `(request, app, body) -> JSON-able body`; `TriggerApi.endpoint` wraps it
+with method dispatch, the body size cap, signature verification, error bodies and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from shared.backend import Backend
+from shared.bus import BusUnavailable, Envelope
+from shared.channels import channel_type
+from shared.config import AppConfig, AppRegistry
+from shared.state import user_key
+from trigger_api import validation as v
+from trigger_api.auth import authenticate, parse_query, query_dict
+from trigger_api.errors import ApiError, bad_request, error_response, json_response
+from trigger_api.metrics import EVENTS_PUBLISHED, count_request
+
+log = logging.getLogger("herald.trigger_api")
+
+# Far above any valid request (100 channels x 200 chars, or 10 events x 10 KiB of data).
+MAX_BODY_BYTES = 1024 * 1024
+
+Handler = Callable[[Request, AppConfig, bytes], Awaitable[Any]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+Clock = Callable[[], float]
+
+
+class TriggerApi:
+    def __init__(self, registry: AppRegistry, backend: Backend, clock: Clock = time.time) -> None:
+        self.registry = registry
+        self.backend = backend
+        self.clock = clock
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def endpoint(self, name: str, handlers: Mapping[str, Handler], *, app_in_path: bool = True) -> Endpoint:
+        async def run(request: Request) -> Response:
+            status = 500
+            try:
+                handler = handlers.get(request.method)
+                if handler is None:
+                    raise ApiError(
+                        405, f"Method {request.method} not allowed here; use {', '.join(handlers)}"
+                    )
+                body = await read_body(request)
+                params = parse_query(request.url.query)
+                app = authenticate(
+                    self.registry,
+                    request.path_params["app_id"] if app_in_path else None,
+                    request.method,
+                    request_paths(request),
+                    params,
+                    body,
+                    self.clock(),
+                )
+                response = json_response(await handler(request, app, body))
+            except ApiError as exc:
+                response = error_response(exc.status, exc.message)
+            except Exception:
+                log.exception("HTTP API %s failed", name)
+                response = error_response(500, "Internal server error")
+            status = response.status_code
+            count_request(name, status)
+            return response
+
+        return run
+
+    async def not_found(self, request: Request) -> Response:
+        count_request("unknown", 404)
+        return error_response(404, f"Unknown API endpoint: {request.method} {request.url.path}")
+
+    async def publish(self, app_id: str, events: Sequence[v.EventSpec]) -> None:
+        total = sum(len(e.channels) for e in events)
+        done = 0
+        for event in events:
+            for channel in event.channels:
+                envelope = Envelope(
+                    app_id, channel, event.name, event.data,
+                    exclude=event.socket_id, origin=self.backend.node_id, ts=time.time(),
+                )
+                try:
+                    await self.backend.bus.publish(envelope)
+                except BusUnavailable as exc:
+                    log.warning("HTTP API publish failed for app %s: %s", app_id, exc)
+                    raise ApiError(
+                        503,
+                        f"The event bus is unavailable, try again later ({done} of {total} channel "
+                        f"deliveries were published before the failure)",
+                    ) from None
+                done += 1
+                EVENTS_PUBLISHED.inc()
+
+    async def channel_attributes(
+        self, app_id: str, queries: Sequence[tuple[Sequence[str], Sequence[str]]]
+    ) -> list[dict[str, dict[str, int]]]:
+        """For each (channels, attributes) query, `{channel: {attribute: n}}`; one store call per kind.
+
+        user_count is computed for presence channels only (the others get no such key).
+        """
+        want_users = {c for chans, attrs in queries if v.USER_COUNT in attrs for c in chans
+                      if channel_type(c).is_presence}
+        want_subs = {c for chans, attrs in queries if v.SUBSCRIPTION_COUNT in attrs for c in chans}
+        users: dict[str, int] = {}
+        subs: dict[str, int] = {}
+        if want_users:
+            names = sorted(want_users)
+            users = dict(zip(names, await self.backend.presence.user_counts(app_id, names), strict=True))
+        if want_subs:
+            names = sorted(want_subs)
+            subs = dict(zip(names, await self.backend.occupancy.counts(app_id, names), strict=True))
+        results = []
+        for chans, attrs in queries:
+            out: dict[str, dict[str, int]] = {}
+            for c in chans:
+                entry: dict[str, int] = {}
+                if v.USER_COUNT in attrs and c in users:
+                    entry[v.USER_COUNT] = users[c]
+                if v.SUBSCRIPTION_COUNT in attrs:
+                    entry[v.SUBSCRIPTION_COUNT] = subs[c]
+                out[c] = entry
+            results.append(out)
+        return results
+
+    # -- endpoints --------------------------------------------------------------------------------
+
+    async def trigger(self, request: Request, app: AppConfig, body: bytes) -> Any:
+        event = v.parse_event(v.parse_json_object(body), app)
+        # Attributes are read before publishing, so a failing store never leaves a published event
+        # behind an error response the caller might retry.
+        info = None
+        if event.info:
+            [info] = await self.channel_attributes(app.id, [(event.channels, event.info)])
+        await self.publish(app.id, [event])
+        return {"channels": info} if info is not None else {}
+
+    async def trigger_batch(self, request: Request, app: AppConfig, body: bytes) -> Any:
+        events = v.parse_batch(v.parse_json_object(body), app)
+        infos = None
+        if any(e.info for e in events):
+            per_item = await self.channel_attributes(app.id, [(e.channels, e.info) for e in events])
+            infos = [item[e.channels[0]] if e.info else {} for e, item in zip(events, per_item, strict=True)]
+        await self.publish(app.id, events)
+        return {"batch": infos} if infos is not None else {}
+
+    async def channels(self, request: Request, app: AppConfig, body: bytes) -> Any:
+        query = query_dict(parse_query(request.url.query))
+        prefix = query.get("filter_by_prefix", "")
+        info = v.parse_info(query.get("info"), v.CHANNELS_INFO)
+        if v.USER_COUNT in info and not prefix.startswith("presence-"):
+            raise bad_request("info=user_count requires filter_by_prefix to start with 'presence-'")
+        occupied = await self.backend.occupancy.channels(app.id, prefix)
+        # Server-to-user channels are an implementation detail of user events, not app channels.
+        names = sorted(c for c in occupied if not c.startswith("#"))
+        if not info:
+            return {"channels": {c: {} for c in names}}
+        [attrs] = await self.channel_attributes(app.id, [(names, info)])
+        return {"channels": attrs}
+
+    async def channel(self, request: Request, app: AppConfig, body: bytes) -> Any:
+        name = v.check_channel_name(request.path_params["channel_name"], app, "channel name")
+        info = v.parse_info(query_dict(parse_query(request.url.query)).get("info"), v.CHANNEL_INFO)
+        kind = channel_type(name)
+        if v.USER_COUNT in info:
+            v.require_presence(name, "user_count")
+        if v.CACHE in info and not kind.cache:
+            raise bad_request(f"cache is only available for cache channels, not '{name}'")
+        [subscriptions] = await self.backend.occupancy.counts(app.id, [name])
+        out: dict[str, Any] = {"occupied": subscriptions > 0}
+        if v.USER_COUNT in info:
+            [out[v.USER_COUNT]] = await self.backend.presence.user_counts(app.id, [name])
+        if v.SUBSCRIPTION_COUNT in info:
+            out[v.SUBSCRIPTION_COUNT] = subscriptions
+        if v.CACHE in info:
+            # TODO(cache channels): the cached event and its remaining TTL once cache channels exist.
+            out[v.CACHE] = None
+        return out
+
+    async def users(self, request: Request, app: AppConfig, body: bytes) -> Any:
+        name = v.check_channel_name(request.path_params["channel_name"], app, "channel name")
+        v.require_presence(name, "the users list")
+        members = await self.backend.presence.members(app.id, name)
+        return {"users": [{"id": user_key(m.user_id)} for m in members]}
+
+    async def terminate_connections(self, request: Request, app: AppConfig, body: bytes) -> Any:
+        # The body carries no parameters (node sends `{}`, php a JSON string), so it is not parsed.
+        user_id = v.check_user_id(request.path_params["user_id"])
+        # TODO(terminate): the backend gains `terminate_user(app_id, user_id)` when signed-in users can
+        # be disconnected cluster-wide (pusher:error 4009 + close 4009); until then this is a no-op.
+        terminate = getattr(self.backend, "terminate_user", None)
+        if terminate is not None:
+            await terminate(app.id, user_id)
+        return {}
+
+
+async def read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, f"Request body is larger than {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, f"Request body is larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def request_paths(request: Request) -> tuple[str, ...]:
+    """The path as sent (raw, still percent-encoded) and, as an alternative, its decoded form."""
+    raw = request.scope.get("raw_path")
+    decoded: str = request.scope["path"]
+    if isinstance(raw, bytes):
+        return (raw.decode("latin-1"), decoded)
+    return (decoded,)
