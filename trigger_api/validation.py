@@ -86,11 +86,11 @@ def parse_info(value: object, allowed: Collection[str], where: str = "info") -> 
     return tuple(attrs)
 
 
-def check_channel_name(name: object, app: AppConfig, where: str = "channel") -> str:
+def check_channel_name(name: object, app: AppConfig, what: str = "channel", at: str = "") -> str:
     error = channel_name_error(name, app.max_channel_name_length)
     if error is not None:
         shown = f" '{name}'" if isinstance(name, str) and len(name) <= 300 else ""
-        raise bad_request(f"Invalid {where}{shown}: {error}")
+        raise bad_request(f"{at}Invalid {what}{shown}: {error}")
     assert isinstance(name, str)
     return name
 
@@ -154,13 +154,13 @@ def _parse_channels(doc: Mapping[str, Any], app: AppConfig, *, batch_item: bool,
     if batch_item:
         if "channels" in doc and "channel" not in doc:
             raise bad_request(f"{at}a batch item takes a single 'channel', not 'channels'")
-        return (check_channel_name(doc.get("channel"), app),)
+        return (check_channel_name(doc.get("channel"), app, at=at),)
 
     has_list, has_single = doc.get("channels") is not None, doc.get("channel") is not None
     if has_list and has_single:
         raise bad_request(f"{at}send either 'channels' or 'channel', not both")
     if has_single:
-        return (check_channel_name(doc["channel"], app),)
+        return (check_channel_name(doc["channel"], app, at=at),)
     names = doc.get("channels")
     if not has_list:
         raise bad_request(f"{at}channels is required: a list of channel names")
@@ -171,7 +171,7 @@ def _parse_channels(doc: Mapping[str, Any], app: AppConfig, *, batch_item: bool,
     limit = app.max_event_channels_at_once
     if len(names) > limit:
         raise bad_request(f"{at}channels has {len(names)} entries; at most {limit} channels at once")
-    channels = tuple(dict.fromkeys(check_channel_name(n, app, "channel name") for n in names))
+    channels = tuple(dict.fromkeys(check_channel_name(n, app, "channel name", at) for n in names))
     if len(channels) > 1 and any(is_encrypted(c) for c in channels):
         raise bad_request(f"{at}an encrypted channel cannot be triggered together with other channels")
     return channels
