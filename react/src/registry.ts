@@ -1,0 +1,64 @@
+import type Pusher from 'pusher-js';
+import type { Channel } from 'pusher-js';
+
+interface Entry {
+  channel: Channel;
+  users: number;
+  releaseTimer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/**
+ * Reference-counted channel subscriptions for one pusher-js client.
+ *
+ * Every hook that needs a channel calls `acquire` when it mounts and
+ * `release` when it unmounts. The channel is subscribed on the first
+ * acquire and unsubscribed only after the last holder released it.
+ *
+ * The real unsubscribe is deferred by `releaseDelay` milliseconds (a
+ * macrotask even when the delay is 0). React StrictMode mounts, unmounts and
+ * mounts again within one commit, so the second acquire arrives before the
+ * timer fires and simply cancels it: the channel is subscribed once and never
+ * dropped.
+ */
+export class ChannelRegistry {
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(
+    readonly client: Pusher,
+    public releaseDelay: number = 0,
+  ) {}
+
+  acquire(name: string): Channel {
+    const existing = this.entries.get(name);
+    if (existing) {
+      existing.users += 1;
+      if (existing.releaseTimer !== undefined) {
+        clearTimeout(existing.releaseTimer);
+        existing.releaseTimer = undefined;
+      }
+      return existing.channel;
+    }
+    const channel = this.client.subscribe(name);
+    this.entries.set(name, { channel, users: 1, releaseTimer: undefined });
+    return channel;
+  }
+
+  release(name: string): void {
+    const entry = this.entries.get(name);
+    if (!entry || entry.users === 0) return;
+    entry.users -= 1;
+    if (entry.users > 0 || entry.releaseTimer !== undefined) return;
+    entry.releaseTimer = setTimeout(() => {
+      entry.releaseTimer = undefined;
+      if (entry.users === 0 && this.entries.get(name) === entry) {
+        this.entries.delete(name);
+        this.client.unsubscribe(name);
+      }
+    }, this.releaseDelay);
+  }
+
+  /** Number of mounted hooks currently holding `name` (0 when not held). */
+  holders(name: string): number {
+    return this.entries.get(name)?.users ?? 0;
+  }
+}

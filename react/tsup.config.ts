@@ -1,0 +1,13 @@
+import { defineConfig } from 'tsup';
+
+export default defineConfig({
+  entry: ['src/index.ts'],
+  format: ['esm', 'cjs'],
+  dts: true,
+  sourcemap: true,
+  clean: true,
+  target: 'es2020',
+  // Hooks only work in client components (Next.js app router and friends).
+  banner: { js: "'use client';" },
+  external: ['react', 'react/jsx-runtime', 'pusher-js'],
+});
