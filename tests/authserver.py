@@ -86,6 +86,11 @@ class AuthServer:
             self._policies.clear()
             self.requests.clear()
 
+    def add_app(self, app: Mapping[str, Any]) -> None:
+        """Know another app (e.g. of a test's own Herald server)."""
+        with self._lock:
+            self._apps[app["key"]] = app
+
     def set_user(self, client: str, user_id: Any, user_info: Any = None) -> None:
         with self._lock:
             self._policy(client).user = User(user_id, user_info)

@@ -185,6 +185,13 @@ class PusherJsClient:
     async def signin(self) -> None:
         await self.node.command("signin", client=self.name)
 
+    async def barrier(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Send pusher:ping and wait for the pong: the server has handled everything sent before."""
+        await self.send_event("pusher:ping", {})
+        await self.wait_for(
+            lambda r: r["type"] == "message" and r["event"] == "pusher:pong", timeout, "pong (barrier)"
+        )
+
     async def disconnect(self, wait: bool = True) -> None:
         await self.node.command("disconnect", client=self.name)
         if wait and self.state != "disconnected":
