@@ -162,6 +162,7 @@ def transport_of(asgi_send: AsgiSend) -> asyncio.Transport | None:
     owner = getattr(asgi_send, "__self__", None)
     transport = getattr(owner, "transport", None)
     extensions = getattr(owner, "extensions", None) or getattr(getattr(owner, "conn", None), "extensions", None)
-    if isinstance(transport, asyncio.Transport) and not extensions:
-        return transport
+    # uvloop's transports don't subclass asyncio.Transport, so check for the methods used.
+    if not extensions and all(hasattr(transport, m) for m in ("write", "is_closing", "get_write_buffer_size")):
+        return transport  # type: ignore[no-any-return]
     return None

@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "without it one app comes from HERALD_APP_ID/KEY/SECRET")
         p.add_argument("--redis-url", default=_env("REDIS_URL"),
                        help="Redis URL for cluster mode (HERALD_REDIS_URL); without it state is in memory")
+        p.add_argument("--redis-prefix", default=_env("REDIS_PREFIX", "herald"),
+                       help="key and topic prefix, so several deployments can share one Redis (HERALD_REDIS_PREFIX)")
+        p.add_argument("--node-lease", type=float, default=float(_env("NODE_LEASE", "15") or 15),
+                       help="seconds without a heartbeat before a node counts as dead and is reaped "
+                            "(HERALD_NODE_LEASE)")
+        p.add_argument("--reaper-interval", type=float, default=float(_env("REAPER_INTERVAL", "5") or 5),
+                       help="seconds between reaper runs (HERALD_REAPER_INTERVAL)")
         p.add_argument("--activity-timeout", type=int,
                        default=int(_env("ACTIVITY_TIMEOUT", "120") or 120),
                        help="seconds of client silence before a server ping (HERALD_ACTIVITY_TIMEOUT)")
@@ -73,12 +80,13 @@ def load_apps(apps_file: str | None) -> list[AppConfig]:
     return [app]
 
 
-def make_backend(redis_url: str | None) -> Backend:
-    if not redis_url:
+def make_backend(args: argparse.Namespace) -> Backend:
+    if not args.redis_url:
         return memory_backend()
     from shared.redis_backend import redis_backend
 
-    return redis_backend(redis_url)
+    return redis_backend(args.redis_url, prefix=args.redis_prefix, lease_s=args.node_lease,
+                         reaper_interval_s=args.reaper_interval)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host, port=args.port, activity_timeout_s=args.activity_timeout,
         pong_timeout_s=args.pong_timeout, drain_s=args.drain_seconds, log_level=args.log_level,
     )
-    node = Node(AppRegistry(apps), make_backend(args.redis_url), settings, gateway=gateway, http_api=http_api)
+    node = Node(AppRegistry(apps), make_backend(args), settings, gateway=gateway, http_api=http_api)
     log.info("herald %s listening on %s:%d (%s)", args.command, args.host, args.port,
              "redis" if args.redis_url else "in-memory")
     run(node, settings)

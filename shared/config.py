@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-DEFAULT_APP_ID = "app-id"
+# Numeric because the PyPI pusher SDK rejects any other app id (hosted Pusher ids are numeric).
+DEFAULT_APP_ID = "1"
 DEFAULT_APP_KEY = "app-key"
 DEFAULT_APP_SECRET = "app-secret"
 

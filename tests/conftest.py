@@ -9,11 +9,12 @@ import pytest
 from tests.helpers import HeraldProcess, running_herald
 
 # Apps every end-to-end test can rely on; tests that need other settings start their own server.
+# Ids are numeric: the PyPI pusher SDK accepts no other.
 TEST_APPS: list[dict[str, Any]] = [
-    {"id": "app-1", "key": "key-1", "secret": "secret-1", "enable_client_messages": True},
-    {"id": "app-2", "key": "key-2", "secret": "secret-2"},  # client events disabled
-    {"id": "app-off", "key": "key-off", "secret": "secret-off", "enabled": False},
-    {"id": "app-small", "key": "key-small", "secret": "secret-small", "max_connections": 2,
+    {"id": "1", "key": "key-1", "secret": "secret-1", "enable_client_messages": True},
+    {"id": "2", "key": "key-2", "secret": "secret-2"},  # client events disabled
+    {"id": "10", "key": "key-off", "secret": "secret-off", "enabled": False},
+    {"id": "4", "key": "key-small", "secret": "secret-small", "max_connections": 2,
      "max_presence_members_per_channel": 2, "enable_client_messages": True},
     # The reference's test-vector credentials (sections 5 and 6.2).
     {"id": "3", "key": "278d425bdf160c739803", "secret": "7ad3773142a6692b25b8"},
