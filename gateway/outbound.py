@@ -164,5 +164,5 @@ def transport_of(asgi_send: AsgiSend) -> asyncio.Transport | None:
     extensions = getattr(owner, "extensions", None) or getattr(getattr(owner, "conn", None), "extensions", None)
     # uvloop's transports don't subclass asyncio.Transport, so check for the methods used.
     if not extensions and all(hasattr(transport, m) for m in ("write", "is_closing", "get_write_buffer_size")):
-        return transport  # type: ignore[no-any-return]
+        return transport
     return None
