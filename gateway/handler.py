@@ -203,6 +203,14 @@ class ProtocolHandler:
         except Exception:
             if joined_hub:
                 await self.hub.leave(conn, channel)
+            if member is not None and result is not None and result.accepted:
+                # The presence join counted this socket; undo it or the user stays in the roster.
+                # Silently: member_added was not published yet, so there is nothing to retract.
+                try:
+                    await self.backend.presence.leave(app_id, channel, conn.socket_id, member)
+                except Exception:
+                    log.warning("presence leave of %s failed after a failed subscription", channel,
+                                exc_info=True)
             log.warning("subscription to %s failed", channel, exc_info=True)
             return self.subscription_error(
                 conn, channel, "ServerError", "Subscription failed on the server; try again", 500
