@@ -3,8 +3,7 @@
 Subscribers are real WebSocket clients (the `websockets` library speaking protocol 7). Things the SDK
 refuses client-side are sent with httpx, signed here as section 6.2 describes.
 
-pusher-http-python only accepts numeric app ids, so SDK calls use the test-vector app "3" of
-TEST_APPS; raw requests also use app-1 and the disabled app-off.
+Apps are TEST_APPS of tests/conftest.py, found by key ("key-1"; "key-off" is the disabled one).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -29,8 +29,19 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.helpers import HeraldProcess
 
-APP_ID, KEY, SECRET = "3", "278d425bdf160c739803", "7ad3773142a6692b25b8"
 TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class App:
+    id: str
+    key: str
+    secret: str
+
+
+def app_with_key(herald: HeraldProcess, key: str) -> App:
+    [app] = [a for a in herald.apps if a["key"] == key]
+    return App(str(app["id"]), app["key"], app["secret"])
 
 
 def unique(prefix: str) -> str:
@@ -83,7 +94,7 @@ class Subscriber:
 
 
 @contextlib.asynccontextmanager
-async def subscriber(herald: HeraldProcess, key: str = KEY) -> AsyncIterator[Subscriber]:
+async def subscriber(herald: HeraldProcess, key: str = "key-1") -> AsyncIterator[Subscriber]:
     url = f"{herald.ws_url}/app/{key}?protocol=7&client=js&version=8.6.0"
     async with connect(url) as ws:
         hello = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
@@ -92,9 +103,18 @@ async def subscriber(herald: HeraldProcess, key: str = KEY) -> AsyncIterator[Sub
 
 
 @pytest.fixture(scope="module")
-def sdk(herald_server: HeraldProcess) -> pusher.Pusher:
-    return pusher.Pusher(app_id=APP_ID, key=KEY, secret=SECRET, host="127.0.0.1",
-                         port=herald_server.port, ssl=False)
+def app1(herald_server: HeraldProcess) -> App:
+    return app_with_key(herald_server, "key-1")
+
+
+def sdk_for(herald: HeraldProcess, app: App, secret: str | None = None) -> pusher.Pusher:
+    return pusher.Pusher(app_id=app.id, key=app.key, secret=secret or app.secret, host="127.0.0.1",
+                         port=herald.port, ssl=False)
+
+
+@pytest.fixture(scope="module")
+def sdk(herald_server: HeraldProcess, app1: App) -> pusher.Pusher:
+    return sdk_for(herald_server, app1)
 
 
 async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -106,30 +126,30 @@ def trigger_with_info(sdk: pusher.Pusher, channels: list[str], name: str, data: 
     """pusher-http-python's trigger() has no `info` argument; its Request class signs and sends it."""
     client = sdk._pusher_client
     params = {"name": name, "channels": channels, "data": data, "info": info}
-    return client.http.send_request(Request(client, POST, f"/apps/{APP_ID}/events", params))
+    return client.http.send_request(Request(client, POST, f"/apps/{client.app_id}/events", params))
 
 
-def signed_url(herald: HeraldProcess, method: str, path: str, key: str, secret: str,
-               params: dict[str, str] | None = None, body: bytes = b"", timestamp: float | None = None) -> str:
-    query = {**(params or {}), "auth_key": key, "auth_version": "1.0",
+def signed_url(herald: HeraldProcess, method: str, app: App, path: str, params: dict[str, str] | None = None,
+               body: bytes = b"", timestamp: float | None = None) -> str:
+    """`path` is below /apps/{app.id}; signed with the app's key and secret as section 6.2 says."""
+    path = f"/apps/{app.id}{path}"
+    query = {**(params or {}), "auth_key": app.key, "auth_version": "1.0",
              "auth_timestamp": str(int(time.time() if timestamp is None else timestamp))}
     if body:
         query["body_md5"] = hashlib.md5(body).hexdigest()
     to_sign = "\n".join([method, path, "&".join(f"{k}={v}" for k, v in sorted(query.items()))])
-    query["auth_signature"] = hmac.new(secret.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
+    query["auth_signature"] = hmac.new(app.secret.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
     return f"{herald.http_url}{path}?" + "&".join(f"{k}={quote(v, safe=',')}" for k, v in query.items())
 
 
-def raw_post(herald: HeraldProcess, path: str, body: Any, key: str = "key-1",
-             secret: str = "secret-1", **kw: Any) -> httpx.Response:
+def raw_post(herald: HeraldProcess, app: App, path: str, body: Any, **kw: Any) -> httpx.Response:
     data = json.dumps(body).encode()
-    return httpx.post(signed_url(herald, "POST", path, key, secret, body=data, **kw), content=data,
+    return httpx.post(signed_url(herald, "POST", app, path, body=data, **kw), content=data,
                       headers={"Content-Type": "application/json"})
 
 
-def raw_get(herald: HeraldProcess, path: str, params: dict[str, str] | None = None, key: str = "key-1",
-            secret: str = "secret-1") -> httpx.Response:
-    return httpx.get(signed_url(herald, "GET", path, key, secret, params))
+def raw_get(herald: HeraldProcess, app: App, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.get(signed_url(herald, "GET", app, path, params))
 
 
 def error_of(resp: httpx.Response) -> tuple[int, str]:
@@ -300,18 +320,16 @@ async def test_terminate_connections_sdk_path(sdk: pusher.Pusher) -> None:
 # -- errors the SDK surfaces ------------------------------------------------------------------------
 
 
-async def test_wrong_secret_is_bad_auth(herald_server: HeraldProcess) -> None:
-    wrong = pusher.Pusher(app_id=APP_ID, key=KEY, secret="not-the-secret", host="127.0.0.1",
-                          port=herald_server.port, ssl=False)
+async def test_wrong_secret_is_bad_auth(herald_server: HeraldProcess, app1: App) -> None:
+    wrong = sdk_for(herald_server, app1, secret="not-the-secret")
     with pytest.raises(PusherBadAuth, match="Invalid signature"):
         await call(wrong.trigger, "ch", "e", "d")
     with pytest.raises(PusherBadAuth, match="Invalid signature"):
         await call(wrong.channels_info)
 
 
-async def test_unknown_app_is_404(herald_server: HeraldProcess) -> None:
-    ghost = pusher.Pusher(app_id="999", key=KEY, secret=SECRET, host="127.0.0.1",
-                          port=herald_server.port, ssl=False)
+async def test_unknown_app_is_404(herald_server: HeraldProcess, app1: App) -> None:
+    ghost = sdk_for(herald_server, App("999", app1.key, app1.secret))
     with pytest.raises(PusherBadStatus, match=r"404: .*Unknown app id '999'"):
         await call(ghost.trigger, "ch", "e", "d")
 
@@ -356,66 +374,66 @@ async def test_data_over_10_kib_is_413_through_the_sdk(herald_server: HeraldProc
 # -- what the SDK refuses client-side, sent raw -----------------------------------------------------
 
 
-def test_raw_101_channels_is_400(herald_server: HeraldProcess) -> None:
+def test_raw_101_channels_is_400(herald_server: HeraldProcess, app1: App) -> None:
     body = {"name": "e", "data": "d", "channels": [f"c{i}" for i in range(101)]}
-    assert error_of(raw_post(herald_server, "/apps/app-1/events", body)) == (
+    assert error_of(raw_post(herald_server, app1, "/events", body)) == (
         400, "channels has 101 entries; at most 100 channels at once")
 
 
-def test_raw_10241_byte_data_is_413(herald_server: HeraldProcess) -> None:
+def test_raw_10241_byte_data_is_413(herald_server: HeraldProcess, app1: App) -> None:
     body = {"name": "e", "data": "x" * 10241, "channels": ["c"]}
-    assert error_of(raw_post(herald_server, "/apps/app-1/events", body)) == (
+    assert error_of(raw_post(herald_server, app1, "/events", body)) == (
         413, "data is 10241 bytes; the limit is 10240 bytes")
     body["data"] = "x" * 10240
-    assert raw_post(herald_server, "/apps/app-1/events", body).json() == {}
+    assert raw_post(herald_server, app1, "/events", body).json() == {}
 
 
-def test_raw_bad_socket_id_is_400(herald_server: HeraldProcess) -> None:
+def test_raw_bad_socket_id_is_400(herald_server: HeraldProcess, app1: App) -> None:
     body = {"name": "e", "data": "d", "channels": ["c"], "socket_id": "abc.def"}
-    status, message = error_of(raw_post(herald_server, "/apps/app-1/events", body))
+    status, message = error_of(raw_post(herald_server, app1, "/events", body))
     assert status == 400 and "Invalid socket_id 'abc.def'" in message
 
 
 @pytest.mark.parametrize("channel", ["bad channel", "#not-a-user-channel", "c" * 201, ""])
-def test_raw_bad_channel_name_is_400(herald_server: HeraldProcess, channel: str) -> None:
+def test_raw_bad_channel_name_is_400(herald_server: HeraldProcess, app1: App, channel: str) -> None:
     body = {"name": "e", "data": "d", "channels": [channel]}
-    status, message = error_of(raw_post(herald_server, "/apps/app-1/events", body))
+    status, message = error_of(raw_post(herald_server, app1, "/events", body))
     assert status == 400 and message.startswith("Invalid channel name")
 
 
-def test_raw_invalid_json_is_400(herald_server: HeraldProcess) -> None:
+def test_raw_invalid_json_is_400(herald_server: HeraldProcess, app1: App) -> None:
     data = b"{nope"
-    url = signed_url(herald_server, "POST", "/apps/app-1/events", "key-1", "secret-1", body=data)
+    url = signed_url(herald_server, "POST", app1, "/events", body=data)
     status, message = error_of(httpx.post(url, content=data, headers={"Content-Type": "application/json"}))
     assert status == 400 and "not valid JSON" in message
 
 
-def test_raw_expired_timestamp_is_401(herald_server: HeraldProcess) -> None:
-    resp = raw_post(herald_server, "/apps/app-1/events", {"name": "e", "data": "d", "channels": ["c"]},
+def test_raw_expired_timestamp_is_401(herald_server: HeraldProcess, app1: App) -> None:
+    resp = raw_post(herald_server, app1, "/events", {"name": "e", "data": "d", "channels": ["c"]},
                     timestamp=time.time() - 601)
     status, message = error_of(resp)
     assert status == 401 and message.startswith("Timestamp expired")
 
 
-def test_raw_disabled_app_is_403(herald_server: HeraldProcess) -> None:
-    resp = raw_get(herald_server, "/apps/app-off/channels", key="key-off", secret="secret-off")
-    assert error_of(resp) == (403, "App 'app-off' is disabled")
+def test_raw_disabled_app_is_403(herald_server: HeraldProcess, app1: App) -> None:
+    off = app_with_key(herald_server, "key-off")
+    assert error_of(raw_get(herald_server, off, "/channels")) == (403, f"App '{off.id}' is disabled")
 
 
-def test_raw_percent_encoded_query_verifies(herald_server: HeraldProcess) -> None:
+def test_raw_percent_encoded_query_verifies(herald_server: HeraldProcess, app1: App) -> None:
     # PHP/Guzzle style: the comma in info percent-encoded on the wire, signed unescaped.
-    url = signed_url(herald_server, "GET", "/apps/app-1/channels/some-channel", "key-1", "secret-1",
-                     {"info": "subscription_count"}).replace("info=subscription_count", "info=subscription%5Fcount")
+    url = signed_url(herald_server, "GET", app1, "/channels/some-channel", {"info": "subscription_count"})
+    url = url.replace("info=subscription_count", "info=subscription%5Fcount")
     assert "subscription%5Fcount" in url
     assert httpx.get(url).json() == {"occupied": False, "subscription_count": 0}
 
 
-def test_raw_unknown_endpoint_is_404_json(herald_server: HeraldProcess) -> None:
-    resp = httpx.get(f"{herald_server.http_url}/apps/app-1/connections")
-    assert error_of(resp) == (404, "Unknown API endpoint: GET /apps/app-1/connections")
+def test_raw_unknown_endpoint_is_404_json(herald_server: HeraldProcess, app1: App) -> None:
+    resp = httpx.get(f"{herald_server.http_url}/apps/{app1.id}/connections")
+    assert error_of(resp) == (404, f"Unknown API endpoint: GET /apps/{app1.id}/connections")
 
 
-def test_raw_terminate_with_apps_prefix(herald_server: HeraldProcess) -> None:
+def test_raw_terminate_with_apps_prefix(herald_server: HeraldProcess, app1: App) -> None:
     # The path the node and php SDKs use.
-    resp = raw_post(herald_server, "/apps/app-1/users/u-1/terminate_connections", {})
+    resp = raw_post(herald_server, app1, "/users/u-1/terminate_connections", {})
     assert (resp.status_code, resp.json()) == (200, {})
