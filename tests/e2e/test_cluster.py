@@ -1,0 +1,263 @@
+"""Cluster mode end to end: a real redis-server, three `herald gateway` processes and one
+`herald trigger-api`, driven by pusher-js clients spread over the gateways and the PyPI pusher SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pusher
+import pusher.errors
+import pytest
+from pusher.http import POST, Request
+
+from tests.authserver import AuthServer
+from tests.helpers import HeraldProcess, start_herald
+from tests.pusherjs import NodeDriver, PusherJsClient
+from tests.rawclient import open_raw, unique
+from tests.redis_server import RedisClusterFixture, RedisServer
+from tests.tcpproxy import FailoverProxy
+
+pytest_plugins = ["tests.wsfixtures"]
+
+APP = {"id": "21", "key": "cluster-key", "secret": "cluster-secret", "enable_client_messages": True}
+QUOTA_APP = {"id": "22", "key": "quota-key", "secret": "quota-secret", "max_connections": 2}
+APPS = [APP, QUOTA_APP]
+LEASE_S = 3.0
+REAPER_S = 1.0
+# Lease and reaper interval plus a margin for a loaded 2-core CI machine.
+REAP_DEADLINE_S = LEASE_S + REAPER_S + 10
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer | RedisClusterFixture
+    gateways: list[HeraldProcess]
+    api: HeraldProcess
+    tmp: Path
+
+    def sdk(self) -> pusher.Pusher:
+        return pusher.Pusher(app_id=APP["id"], key=APP["key"], secret=APP["secret"],
+                             host="127.0.0.1", port=self.api.port, ssl=False, timeout=10)
+
+    def stop(self) -> None:
+        for proc in [*self.gateways, self.api]:
+            proc.stop()
+        self.redis.stop()
+
+
+def start_cluster(tmp: Path, redis: RedisServer | RedisClusterFixture, gateways: int = 3,
+                  prefix: str = "herald") -> Cluster:
+    common = ["--redis-url", redis.url, "--redis-prefix", prefix, "--node-lease", str(LEASE_S),
+              "--reaper-interval", str(REAPER_S), "--drain-seconds", "0.2", "--log-level", "warning"]
+    procs = [start_herald(tmp, apps=APPS, command="gateway", extra_args=common, name=f"gw{i}")
+             for i in range(gateways)]
+    api = start_herald(tmp, apps=APPS, command="trigger-api", extra_args=common, name="api")
+    return Cluster(redis, procs, api, tmp)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    made = start_cluster(tmp_path, RedisServer(tmp_path).start())
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+@pytest.fixture
+def cluster_auth(auth_server: AuthServer) -> AuthServer:
+    for app in APPS:
+        auth_server.add_app(app)
+    return auth_server
+
+
+async def until(check: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
+    """Wait for a condition only observable by asking (an HTTP query): poll it until the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def join_presence(node: NodeDriver, auth: AuthServer, name: str, port: int, user: str,
+                        channel: str) -> PusherJsClient:
+    auth.set_user(name, user, {"name": user})
+    client = await node.connect(name, APP["key"], port, auth=auth)
+    await client.subscribe(channel)
+    return client
+
+
+def trigger_with_info(sdk: pusher.Pusher, channels: list[str], name: str, data: str, info: str) -> Any:
+    """pusher-http-python's trigger() has no `info` argument; its Request class signs and sends it."""
+    client = sdk._pusher_client
+    params = {"name": name, "channels": channels, "data": data, "info": info}
+    return client.http.send_request(Request(client, POST, f"/apps/{client.app_id}/events", params))
+
+
+def users_of(cluster: Cluster, channel: str) -> list[str]:
+    return sorted(u["id"] for u in cluster.sdk().users_info(channel)["users"])
+
+
+async def test_presence_is_cluster_wide_and_a_user_on_two_nodes_counts_once(
+    cluster: Cluster, node: NodeDriver, cluster_auth: AuthServer
+) -> None:
+    channel = unique("presence-room")
+    g = [gw.port for gw in cluster.gateways]
+    alice = await join_presence(node, cluster_auth, "alice", g[0], "alice", channel)
+    bob = await join_presence(node, cluster_auth, "bob", g[1], "bob", channel)
+    added = await alice.wait_event(channel, "pusher:member_added")
+    assert added["data"]["id"] == "bob"
+    assert (await bob.members(channel))["count"] == 2
+
+    # Alice's second tab on a third node: nobody hears member_added, counts stay at two users.
+    alice2 = await join_presence(node, cluster_auth, "alice2", g[2], "alice", channel)
+    assert (await alice2.members(channel))["count"] == 2
+    await bob.trigger(channel, "client-marker", {"n": 1})
+    marker = await alice.next_message()
+    assert marker["event"] == "client-marker", f"alice got {marker} instead of the marker"
+    info = cluster.sdk().channel_info(channel, ["user_count", "subscription_count"])
+    assert info == {"occupied": True, "user_count": 2, "subscription_count": 3}
+    assert users_of(cluster, channel) == ["alice", "bob"]
+
+    # Closing one of alice's tabs removes nobody; closing the last one removes her everywhere.
+    await alice.disconnect()
+    await alice2.trigger(channel, "client-marker", {"n": 2})
+    assert (await bob.next_message())["event"] == "client-marker"
+    await alice2.disconnect()
+    removed = await bob.wait_event(channel, "pusher:member_removed")
+    assert removed["data"]["id"] == "alice"
+    assert users_of(cluster, channel) == ["bob"]
+
+
+async def test_events_client_events_and_exclusion_cross_nodes(
+    cluster: Cluster, node: NodeDriver, cluster_auth: AuthServer
+) -> None:
+    channel = unique("private-chat")
+    g = [gw.port for gw in cluster.gateways]
+    clients = []
+    for i, port in enumerate(g):
+        cluster_auth.set_user(f"c{i}", f"user{i}")
+        client = await node.connect(f"c{i}", APP["key"], port, auth=cluster_auth)
+        await client.subscribe(channel)
+        clients.append(client)
+
+    # HTTP event excluding the socket on node 0 reaches nodes 1 and 2 only.
+    cluster.sdk().trigger(channel, "news", {"n": 1}, socket_id=clients[0].socket_id)
+    for client in clients[1:]:
+        got = await client.wait_event(channel, "news")
+        assert got["data"] == {"n": 1}
+    cluster.sdk().trigger(channel, "news", {"n": 2})
+    first = await clients[0].next_message()
+    assert first["event"] == "news" and first["data"] == {"n": 2}, f"excluded socket got {first}"
+
+    # A client event from node 2 reaches nodes 0 and 1, not the sender.
+    await clients[2].trigger(channel, "client-typing", {"who": "c2"})
+    for client in clients[:2]:
+        got = await client.wait_event(channel, "client-typing")
+        assert got["data"] == {"who": "c2"}
+    cluster.sdk().trigger(channel, "news", {"n": 3})
+    assert (await clients[2].next_message(skip_liveness=True))["data"] == {"n": 2}
+
+
+async def test_queries_agree_with_connected_clients(
+    cluster: Cluster, node: NodeDriver, cluster_auth: AuthServer
+) -> None:
+    public = unique("feed")
+    presence = unique("presence-q")
+    g = [gw.port for gw in cluster.gateways]
+    for i in range(4):
+        client = await node.connect(f"p{i}", APP["key"], g[i % 3], auth=cluster_auth)
+        await client.subscribe(public)
+    for i, user in enumerate(["u1", "u2", "u1"]):
+        await join_presence(node, cluster_auth, f"q{i}", g[i], user, presence)
+
+    sdk = cluster.sdk()
+    assert sdk.channel_info(public, ["subscription_count"]) == {"occupied": True, "subscription_count": 4}
+    listed = sdk.channels_info(prefix_filter="presence-", attributes=["user_count"])["channels"]
+    assert listed[presence] == {"user_count": 2}
+    everything = sdk.channels_info()["channels"]
+    assert public in everything and presence in everything
+    answer = trigger_with_info(sdk, [public, presence], "e", "x", "user_count,subscription_count")
+    assert answer == {"channels": {public: {"subscription_count": 4},
+                                   presence: {"user_count": 2, "subscription_count": 3}}}
+
+
+async def test_connection_quota_holds_across_nodes(cluster: Cluster) -> None:
+    g = [gw.port for gw in cluster.gateways]
+    first = await open_raw(g[0], QUOTA_APP["key"])
+    second = await open_raw(g[1], QUOTA_APP["key"])
+    third = await open_raw(g[2], QUOTA_APP["key"], expect_established=False)
+    code, _reason, frames = await third.closed()
+    assert code == 4004
+    assert frames and frames[0]["event"] == "pusher:error" and frames[0]["data"]["code"] == 4004
+    await first.close()
+
+    # The slot frees once node 0 has processed the close; a new connection elsewhere then fits.
+    async def fits() -> bool:
+        client = await open_raw(g[2], QUOTA_APP["key"], expect_established=False)
+        msg = await client.recv()
+        await client.close()
+        return bool(msg["event"] == "pusher:connection_established")
+
+    await until(fits, 10, "the freed connection slot")
+    await second.close()
+
+
+async def test_kill_9_gateway_members_are_reaped_and_clients_fail_over(
+    cluster: Cluster, node: NodeDriver, cluster_auth: AuthServer
+) -> None:
+    channel = unique("presence-k")
+    g = [gw.port for gw in cluster.gateways]
+    proxy = await FailoverProxy([g[0], g[1], g[2]]).start()
+    try:
+        # Survivor on node 1; carol only on node 0 (direct); dave on node 0 through the balancer.
+        survivor = await join_presence(node, cluster_auth, "survivor", g[1], "survivor", channel)
+        carol = await join_presence(node, cluster_auth, "carol", g[0], "carol", channel)
+        dave = await join_presence(node, cluster_auth, "dave", proxy.port, "dave", channel)
+        for name in ("carol", "dave"):
+            got = await survivor.wait_for(
+                lambda r, n=name: r.get("event") == "pusher:member_added" and r["data"]["id"] == n,
+                what=f"member_added {name}")
+            assert got
+        assert users_of(cluster, channel) == ["carol", "dave", "survivor"]
+
+        killed_at = time.monotonic()
+        cluster.gateways[0].stop(signal.SIGKILL)
+
+        # carol can't come back (her node is gone): the reaper must remove her.
+        await survivor.wait_for(
+            lambda r: r.get("event") == "pusher:member_removed" and r["data"]["id"] == "carol",
+            timeout=REAP_DEADLINE_S, what="member_removed carol")
+        reaped_after = time.monotonic() - killed_at
+        # dave reconnects through the balancer to a live node and is back in the channel.
+        await dave.wait_state("connected", timeout=REAP_DEADLINE_S)
+        await dave.wait_event(channel, "pusher:subscription_succeeded", timeout=REAP_DEADLINE_S)
+        await until(lambda: users_of(cluster, channel) == ["dave", "survivor"], REAP_DEADLINE_S,
+                    "the HTTP API to drop carol and keep dave")
+        info = cluster.sdk().channel_info(channel, ["user_count"])
+        assert info["user_count"] == 2
+        # Nothing of the dead node stays in Redis.
+        r = cluster.redis.client()  # type: ignore[union-attr]
+        leftovers = [k.decode() for k in r.keys("*") if b"nodeapps" in k or b":occn:" in k or b":presn:" in k]
+        live_ids = {m.decode() for m in r.zrange("herald:nodes", 0, -1)}
+        assert all(any(n in k for n in live_ids) for k in leftovers), leftovers
+        assert reaped_after < REAP_DEADLINE_S
+        # Delivery still works to the failed-over client.
+        cluster.sdk().trigger(channel, "after", {"ok": True})
+        assert (await dave.wait_event(channel, "after"))["data"] == {"ok": True}
+        del carol
+    finally:
+        await proxy.stop()
