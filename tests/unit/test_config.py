@@ -1,0 +1,286 @@
+"""Apps files (YAML and JSON), per-app defaults (reference section 12), the default app from the
+environment, and configuration errors that name the file, the app and the field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.config import (
+    DEFAULT_APP_ID,
+    DEFAULT_APP_KEY,
+    DEFAULT_APP_SECRET,
+    AppConfig,
+    AppRegistry,
+    ConfigError,
+    WebhookConfig,
+    default_app_from_env,
+    load_apps_file,
+)
+
+FULL_YAML = """\
+# Two apps; the second uses every kind of field.
+apps:
+  - id: 1
+    key: key-1
+    secret: secret-1
+  - id: chat
+    key: chat-key
+    secret: chat-secret
+    enabled: false
+    max_connections: 500
+    enable_client_messages: true
+    max_client_events_per_sec: 20
+    max_presence_members_per_channel: 50
+    max_presence_member_size_in_kb: 0.5
+    max_channel_name_length: 164
+    max_event_payload_in_kb: 100
+    max_event_batch_size: 20
+    webhooks:
+      - url: https://example.com/hooks
+        event_types: [channel_occupied, channel_vacated]
+        headers: {X-Token: abc}
+        filter:
+          channel_name_starts_with: presence-
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def app_yaml(**fields: Any) -> str:
+    """An apps file with one app; `None` removes a field."""
+    app: dict[str, Any] = {"id": "my-app", "key": "my-key", "secret": "my-secret"}
+    for name, value in fields.items():
+        if value is None:
+            app.pop(name, None)
+        else:
+            app[name] = value
+    return json.dumps({"apps": [app]})  # JSON is YAML too
+
+
+def config_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_apps_file(path)
+    return str(info.value)
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def test_yaml_apps_file(tmp_path: Path) -> None:
+    first, chat = load_apps_file(write(tmp_path, "apps.yaml", FULL_YAML))
+    assert first == AppConfig(id="1", key="key-1", secret="secret-1")  # a numeric id becomes a string
+    assert chat.id == "chat"
+    assert chat.enabled is False
+    assert chat.max_connections == 500
+    assert chat.enable_client_messages is True
+    assert chat.max_client_events_per_sec == 20
+    assert chat.max_presence_members_per_channel == 50
+    assert chat.max_presence_member_size_in_kb == 0.5
+    assert chat.max_presence_member_bytes == 512
+    assert chat.max_channel_name_length == 164
+    assert chat.max_event_payload_bytes == 100 * 1024
+    assert chat.max_event_batch_size == 20
+    assert chat.webhooks == (
+        WebhookConfig(
+            url="https://example.com/hooks",
+            event_types=("channel_occupied", "channel_vacated"),
+            headers={"X-Token": "abc"},
+            channel_name_starts_with="presence-",
+        ),
+    )
+
+
+def test_json_apps_file(tmp_path: Path) -> None:
+    doc = {"apps": [
+        {"id": "a", "key": "ka", "secret": "sa", "enable_client_messages": True},
+        {"id": "b", "key": "kb", "secret": "sb", "max_connections": -1, "max_event_payload_in_kb": 20},
+    ]}
+    a, b = load_apps_file(write(tmp_path, "apps.json", json.dumps(doc)))
+    assert (a.id, a.key, a.secret, a.enable_client_messages) == ("a", "ka", "sa", True)
+    assert (b.max_connections, b.max_event_payload_bytes) == (-1, 20 * 1024)
+
+
+def test_yml_extension_and_yaml_flow_style(tmp_path: Path) -> None:
+    [app] = load_apps_file(write(tmp_path, "apps.yml", "apps: [{id: x, key: k, secret: s}]"))
+    assert app.key == "k"
+
+
+def test_defaults_are_those_of_section_12() -> None:
+    app = AppConfig(id="1", key="k", secret="s")
+    assert app.enabled is True
+    assert app.max_connections == -1
+    assert app.enable_client_messages is False
+    assert app.max_client_events_per_sec == 10
+    assert app.max_presence_members_per_channel == 100
+    assert app.max_presence_member_size_in_kb == 1
+    assert app.max_presence_member_bytes == 1024
+    assert app.max_channel_name_length == 200
+    assert app.max_event_payload_in_kb == 10
+    assert app.max_event_payload_bytes == 10 * 1024
+    assert app.max_event_batch_size == 10
+    assert app.max_event_channels_at_once == 100
+    assert app.max_event_name_length == 200
+    assert app.webhooks == ()
+
+
+def test_file_values_not_given_take_the_defaults(tmp_path: Path) -> None:
+    [app] = load_apps_file(write(tmp_path, "apps.yaml", app_yaml()))
+    assert app == AppConfig(id="my-app", key="my-key", secret="my-secret")
+
+
+def test_registry_finds_apps_by_id_and_key(tmp_path: Path) -> None:
+    registry = AppRegistry(load_apps_file(write(tmp_path, "apps.yaml", FULL_YAML)))
+    assert len(registry) == 2
+    chat = registry.by_id("chat")
+    assert chat is not None and registry.by_key("chat-key") is chat
+    assert registry.by_key("chat") is None and registry.by_id("chat-key") is None
+    assert [a.id for a in registry] == ["1", "chat"]
+
+
+# -- errors name the file, the app and the field ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "why"),
+    [
+        ({"max_conections": 5}, "max_conections", "unknown field"),
+        ({"max_connections": "ten"}, "max_connections", "must be an integer"),
+        ({"max_connections": 2.5}, "max_connections", "must be an integer"),
+        ({"max_connections": True}, "max_connections", "must be an integer"),
+        ({"max_connections": -2}, "max_connections", "must be positive or -1"),
+        ({"max_channel_name_length": -1}, "max_channel_name_length", "must be positive"),
+        ({"enable_client_messages": "yes"}, "enable_client_messages", "must be true or false"),
+        ({"enabled": 1}, "enabled", "must be true or false"),
+        ({"max_presence_member_size_in_kb": "1"}, "max_presence_member_size_in_kb", "must be a positive number"),
+        ({"max_event_payload_in_kb": 0}, "max_event_payload_in_kb", "must be a positive number"),
+        ({"key": 123}, "key", "must be a non-empty string"),
+        ({"secret": ""}, "secret", "must be a non-empty string"),
+        ({"key": None}, "key", "is required"),
+        ({"secret": None}, "secret", "is required"),
+        ({"webhooks": {"url": "https://x"}}, "webhooks", "must be a list"),
+        ({"webhooks": [{"url": "ftp://example.com", "event_types": []}]}, "webhooks[0].url", "http(s) URL"),
+        ({"webhooks": [{"event_types": ["channel_occupied"]}]}, "webhooks[0].url", "http(s) URL"),
+        ({"webhooks": [{"url": "https://ok", "event_types": ["channel_occupied"]},
+                       {"url": "example.com/hook"}]}, "webhooks[1].url", "http(s) URL"),
+        ({"webhooks": [{"url": "https://ok", "event_types": ["occupied"]}]}, "webhooks[0].event_types", "list of"),
+        ({"webhooks": [{"url": "https://ok", "headers": {"X": 1}}]}, "webhooks[0].headers", "strings"),
+    ],
+)
+def test_field_errors(tmp_path: Path, fields: dict[str, Any], field: str, why: str) -> None:
+    path = write(tmp_path, "apps.yaml", app_yaml(**fields))
+    message = config_error(path)
+    assert message.startswith(f"{path}: app my-app: field '{field}': ")
+    assert why in message
+
+
+def test_missing_id_names_the_app_by_position(tmp_path: Path) -> None:
+    path = write(tmp_path, "apps.yaml", "apps:\n  - {id: a, key: ka, secret: sa}\n  - {key: kb, secret: sb}\n")
+    assert config_error(path) == f"{path}: app #1: field 'id': is required"
+
+
+def test_error_in_a_later_app_names_that_app(tmp_path: Path) -> None:
+    path = write(tmp_path, "apps.yaml", FULL_YAML.replace("max_event_batch_size: 20", "max_event_batch_size: many"))
+    assert config_error(path) == f"{path}: app chat: field 'max_event_batch_size': must be an integer"
+
+
+def test_duplicate_app_key(tmp_path: Path) -> None:
+    text = "apps:\n  - {id: a, key: same, secret: sa}\n  - {id: b, key: same, secret: sb}\n"
+    path = write(tmp_path, "apps.yaml", text)
+    assert config_error(path) == f"{path}: app b: field 'key': is used by another app"
+
+
+def test_duplicate_app_id(tmp_path: Path) -> None:
+    path = write(tmp_path, "apps.json", json.dumps({"apps": [
+        {"id": "a", "key": "k1", "secret": "s"}, {"id": "a", "key": "k2", "secret": "s"},
+    ]}))
+    assert config_error(path) == f"{path}: app a: field 'id': is used by another app"
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, "apps.yaml", "apps:\n  - id: a\n    key: [unclosed\n")
+    message = config_error(path)
+    assert message.startswith(f"{path}: not valid YAML")
+    assert "line" in message  # PyYAML's position helps find the mistake
+
+
+def test_invalid_json(tmp_path: Path) -> None:
+    path = write(tmp_path, "apps.json", '{"apps": [{"id": "a",}]}')
+    assert config_error(path).startswith(f"{path}: not valid JSON")
+
+
+@pytest.mark.parametrize(
+    "text", ["", "apps: []", "apps: {id: a}", "- id: a", "just a string", "{}", "other: [{id: a}]"],
+    ids=["empty", "no-apps", "apps-not-list", "top-level-list", "scalar", "empty-object", "wrong-root-key"],
+)
+def test_wrong_document_shape(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, "apps.yaml", text)
+    assert config_error(path).startswith(f"{path}: expected an object")
+
+
+def test_app_that_is_not_an_object(tmp_path: Path) -> None:
+    path = write(tmp_path, "apps.yaml", "apps:\n  - just-a-name\n")
+    assert config_error(path) == f"{path}: app #0: must be an object"
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing.yaml"
+    assert config_error(path).startswith(f"{path}: cannot read apps file")
+
+
+# -- the default app from the environment ------------------------------------------------------
+
+
+def test_default_app_without_environment() -> None:
+    app = default_app_from_env({})
+    assert (app.id, app.key, app.secret) == (DEFAULT_APP_ID, DEFAULT_APP_KEY, DEFAULT_APP_SECRET)
+    assert app.enable_client_messages is False
+
+
+def test_default_app_from_environment() -> None:
+    app = default_app_from_env({
+        "HERALD_APP_ID": "42", "HERALD_APP_KEY": "env-key", "HERALD_APP_SECRET": "env-secret",
+        "HERALD_APP_ENABLE_CLIENT_MESSAGES": "true", "UNRELATED": "x",
+    })
+    assert app == AppConfig(id="42", key="env-key", secret="env-secret", enable_client_messages=True)
+
+
+@pytest.mark.parametrize(
+    ("flag", "enabled"), [("1", True), ("TRUE", True), ("yes", True), ("on", True), ("0", False), ("false", False)]
+)
+def test_default_app_client_messages_flag(flag: str, enabled: bool) -> None:
+    assert default_app_from_env({"HERALD_APP_ENABLE_CLIENT_MESSAGES": flag}).enable_client_messages is enabled
+
+
+def test_default_app_empty_variable_is_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        default_app_from_env({"HERALD_APP_SECRET": ""})
+    assert str(info.value) == f"environment: app {DEFAULT_APP_ID}: field 'secret': must be a non-empty string"
+
+
+def test_default_app_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_APP_KEY", "from-os-environ")
+    assert default_app_from_env().key == "from-os-environ"
+
+
+# -- the real CLI ------------------------------------------------------------------------------
+
+
+def test_cli_exits_2_naming_file_app_and_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.yaml", "apps:\n  - id: shop\n    key: k\n    secret: s\n    max_conections: 10\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "herald", "serve", "--apps-file", str(path), "--port", "1"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"{path}: app shop: field 'max_conections': unknown field" in result.stderr
+    assert "Traceback" not in result.stderr
