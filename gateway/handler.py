@@ -91,7 +91,7 @@ class ProtocolHandler:
                 await self.client_event(conn, msg)
             else:
                 self.error(conn, f"Unsupported event: {name[:64]}", protocol.INVALID_MESSAGE)
-        except BusUnavailable:
+        except BusUnavailable:  # also StoreUnavailable
             self.error(conn, "Service temporarily unavailable; try again", protocol.RECONNECT)
         except Exception:
             log.exception("error handling %s from %s", name[:64], conn.socket_id)
@@ -252,7 +252,12 @@ class ProtocolHandler:
         member = conn.channels.pop(channel)
         app_id = conn.app.id
         await self.hub.leave(conn, channel)
-        await self.backend.occupancy.remove(app_id, channel, conn.socket_id)
+        failure: Exception | None = None
+        try:
+            await self.backend.occupancy.remove(app_id, channel, conn.socket_id)
+        except Exception as exc:
+            # Keep going: the presence store must still record the leave (it repairs after outages).
+            failure = exc
         if member is not None:
             removed = await self.backend.presence.leave(app_id, channel, conn.socket_id, member)
             if removed:
@@ -260,6 +265,8 @@ class ProtocolHandler:
                     None, channel, "pusher_internal:member_removed",
                     protocol.member_removed_data(member.user_id), app_id=app_id,
                 )
+        if failure is not None:
+            raise failure
 
     async def publish_internal(
         self, conn: Connection | None, channel: str, event: str, data: str, app_id: str | None = None

@@ -30,17 +30,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from redis.exceptions import NoScriptError, RedisError
 
-from shared.state import Member, PresenceJoin
+from shared.state import Member, PresenceJoin, StoreUnavailable
 
 log = logging.getLogger("herald.state")
 
@@ -171,6 +172,22 @@ return {occupied, vacated, added, removed}
 """
 
 
+_F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
+
+
+def _store_errors(method: _F) -> _F:
+    """Report Redis failures of the store interface as StoreUnavailable."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
 def member_json(member: Member) -> bytes:
     return orjson.dumps([member.user_id, member.user_info])
 
@@ -267,6 +284,10 @@ class RedisState:
         self._listeners: list[TransitionsListener] = []
         self._needs_sync = True
         self._registered_apps: set[str] = set()
+        # Leaves whose script failed (Redis away). If Redis comes back empty, sync can't see them, so
+        # after syncing each is checked and reported as a transition when it really happened.
+        self._failed_occ: set[tuple[str, str]] = set()
+        self._failed_pres: dict[tuple[str, str, str], Member] = {}
         self.healthy = False
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -320,12 +341,14 @@ class RedisState:
             except (RedisError, OSError):
                 self._needs_sync = True
 
+    @_store_errors
     async def count(self, app_id: str) -> int:
         values = await self.client.hvals(f"{self.base(app_id)}:conns")
         return sum(int(v) for v in values)
 
     # -- OccupancyStore ------------------------------------------------------------------------
 
+    @_store_errors
     async def add(self, app_id: str, channel: str, socket_id: str) -> int:
         base = self.base(app_id)
         mirror = self._app(app_id)
@@ -335,6 +358,7 @@ class RedisState:
             mirror.occ[channel] = mirror.occ.get(channel, 0) + 1
         return int(count)
 
+    @_store_errors
     async def remove(self, app_id: str, channel: str, socket_id: str) -> int:
         base = self.base(app_id)
         mirror = self._app(app_id)
@@ -350,15 +374,18 @@ class RedisState:
                 )
             except (RedisError, OSError):
                 self._needs_sync = True
+                self._failed_occ.add((app_id, channel))
                 raise
         return int(count)
 
+    @_store_errors
     async def counts(self, app_id: str, channels: Sequence[str]) -> list[int]:
         if not channels:
             return []
         values = await self.client.hmget(f"{self.base(app_id)}:occ", list(channels))
         return [int(v) if v is not None else 0 for v in values]
 
+    @_store_errors
     async def channels(self, app_id: str, prefix: str = "") -> dict[str, int]:
         flat = await self.client.hgetall(f"{self.base(app_id)}:occ")
         out = {}
@@ -374,6 +401,7 @@ class RedisState:
         base = self.base(app_id)
         return [f"{base}:pc:{channel}", f"{base}:pm:{channel}", f"{base}:presn:{self.node_id}"]
 
+    @_store_errors
     async def join(
         self, app_id: str, channel: str, socket_id: str, member: Member, max_members: int
     ) -> PresenceJoin:
@@ -392,6 +420,7 @@ class RedisState:
             return PresenceJoin(False, False, [])
         return PresenceJoin(True, bool(added), [member_from_json(m) for m in members])
 
+    @_store_errors
     async def leave(self, app_id: str, channel: str, socket_id: str, member: Member) -> bool:
         mirror = self._app(app_id)
         entry = mirror.pres.get((channel, member.key))
@@ -406,13 +435,16 @@ class RedisState:
                 )
             except (RedisError, OSError):
                 self._needs_sync = True
+                self._failed_pres[(app_id, channel, member.key)] = member
                 raise
         return bool(removed)
 
+    @_store_errors
     async def members(self, app_id: str, channel: str) -> list[Member]:
         values = await self.client.hvals(f"{self.base(app_id)}:pm:{channel}")
         return [member_from_json(v) for v in values]
 
+    @_store_errors
     async def user_counts(self, app_id: str, channels: Sequence[str]) -> list[int]:
         base = self.base(app_id)
         async with self.client.pipeline(transaction=False) as pipe:
@@ -458,7 +490,7 @@ class RedisState:
             await asyncio.sleep(interval_s)
             try:
                 await job()
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, StoreUnavailable) as exc:
                 if self.healthy:
                     log.warning("Redis unavailable (%s); node state will be re-synced", exc)
                 self.healthy = False
@@ -495,11 +527,39 @@ class RedisState:
 
     async def sync_all(self) -> None:
         async with self._gate.exclusive():
-            self._needs_sync = False
+            failed_occ, failed_pres = set(self._failed_occ), dict(self._failed_pres)
             for app_id in list(self._mirror):
                 transitions = await self._sync(app_id, self.node_id, self._mirror[app_id])
+                await self._settle_failed_leaves(transitions, failed_occ, failed_pres)
                 if transitions:
                     await self._emit(transitions)
+            # Only a complete pass clears the repair work; a failure leaves it for the next heartbeat.
+            self._needs_sync = False
+            self._failed_occ -= failed_occ
+            for key in failed_pres:
+                self._failed_pres.pop(key, None)
+
+    async def _settle_failed_leaves(
+        self,
+        transitions: Transitions,
+        failed_occ: set[tuple[str, str]],
+        failed_pres: dict[tuple[str, str, str], Member],
+    ) -> None:
+        """Report leaves that failed during an outage and that sync could not see (Redis lost them)."""
+        app_id = transitions.app_id
+        channels = [ch for app, ch in failed_occ if app == app_id and ch not in transitions.vacated]
+        if channels:
+            for channel, count in zip(channels, await self.counts(app_id, channels), strict=True):
+                if count == 0:
+                    transitions.vacated.append(channel)
+        seen = {(ch, m.key) for ch, m in transitions.removed}
+        members = [(ch, m) for (app, ch, key), m in failed_pres.items() if app == app_id and (ch, key) not in seen]
+        if members:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for channel, member in members:
+                    pipe.hexists(f"{self.base(app_id)}:pc:{channel}", member.key)
+                present = await pipe.execute()
+            transitions.removed.extend(m for m, here in zip(members, present, strict=True) if not here)
 
     async def _sync(self, app_id: str, node_id: str, mirror: _Mirror) -> Transitions:
         base = self.base(app_id)

@@ -16,6 +16,13 @@ from typing import Any, Protocol
 
 import orjson
 
+from shared.bus import BusUnavailable
+
+
+class StoreUnavailable(BusUnavailable):
+    """The shared state can't be reached (Redis is away). Like an unavailable bus, callers answer
+    503 or a retryable error and never report a change that did not happen."""
+
 
 def user_key(user_id: Any) -> str:
     """Users are compared by the string form of their id (decision 9): 10 and "10" are one user."""

@@ -261,3 +261,88 @@ async def test_kill_9_gateway_members_are_reaped_and_clients_fail_over(
         del carol
     finally:
         await proxy.stop()
+
+
+async def test_redis_outage_keeps_clients_and_repairs_presence(
+    cluster: Cluster, node: NodeDriver, cluster_auth: AuthServer
+) -> None:
+    channel = unique("presence-outage")
+    g = [gw.port for gw in cluster.gateways]
+    alice = await join_presence(node, cluster_auth, "alice", g[0], "alice", channel)
+    bob = await join_presence(node, cluster_auth, "bob", g[1], "bob", channel)
+    carol = await join_presence(node, cluster_auth, "carol", g[2], "carol", channel)
+    await alice.wait_for(lambda r: r.get("event") == "pusher:member_added" and r["data"]["id"] == "carol",
+                         what="member_added carol")
+    sdk = cluster.sdk()
+
+    assert isinstance(cluster.redis, RedisServer)
+    cluster.redis.stop()
+    # The HTTP API refuses to pretend: 503 with a message while it cannot publish.
+    with pytest.raises(pusher.errors.PusherBadStatus) as refused:
+        await asyncio.to_thread(sdk.trigger, channel, "lost", {"n": 0})
+    assert "503" in str(refused.value)
+    # bob leaves while Redis is away; nobody can be told yet.
+    await bob.disconnect()
+
+    # Redis comes back empty (no persistence), on the same address.
+    cluster.redis.start()
+
+    async def publishes() -> bool:
+        try:
+            await asyncio.to_thread(sdk.trigger, channel, "probe", {"n": 1})
+            return True
+        except pusher.errors.PusherError:
+            return False
+
+    await until(publishes, 20, "the trigger API to publish again")
+    # The gateways re-registered what they hold: bob's leave is reported, the others are back.
+    for client in (alice, carol):
+        await client.wait_for(lambda r: r.get("event") == "pusher:member_removed" and r["data"]["id"] == "bob",
+                              timeout=20, what="member_removed bob after the outage")
+    await until(lambda: users_of(cluster, channel) == ["alice", "carol"], 20, "presence to be repaired")
+    # Delivery works again on every node's subscription, and no client was disconnected.
+    await asyncio.to_thread(sdk.trigger, channel, "after", {"n": 2})
+    for client in (alice, carol):
+        got = await client.wait_event(channel, "after", timeout=20)
+        assert got["data"] == {"n": 2}
+        assert client.state == "connected"
+        assert not [r for r in client.reports if r.get("type") == "state" and r.get("current") != "connected"
+                    and r.get("previous") == "connected"], client.history()
+    for gw in cluster.gateways:
+        assert gw.proc.poll() is None, gw.log()
+    assert cluster.api.proc.poll() is None
+
+
+@pytest.fixture
+def redis_cluster_herald(tmp_path: Path) -> Iterator[Cluster]:
+    redis = RedisClusterFixture(tmp_path).start()
+    made = start_cluster(tmp_path, redis, gateways=2, prefix="hc")
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+async def test_redis_cluster_sharded_pubsub_and_presence(
+    redis_cluster_herald: Cluster, node: NodeDriver, cluster_auth: AuthServer
+) -> None:
+    cluster = redis_cluster_herald
+    g = [gw.port for gw in cluster.gateways]
+    channels = [unique(f"presence-shard{i}") for i in range(4)]
+    for i, channel in enumerate(channels):
+        a = await join_presence(node, cluster_auth, f"a{i}", g[0], f"a{i}", channel)
+        await join_presence(node, cluster_auth, f"b{i}", g[1], f"b{i}", channel)
+        await a.wait_event(channel, "pusher:member_added")
+        assert users_of(cluster, channel) == [f"a{i}", f"b{i}"]
+        await asyncio.to_thread(cluster.sdk().trigger, channel, "hello", {"i": i})
+        assert (await a.wait_event(channel, "hello"))["data"] == {"i": i}
+        assert (await node.clients[f"b{i}"].wait_event(channel, "hello"))["data"] == {"i": i}
+    # Fan-out used sharded pub/sub, spread over the masters by topic slot.
+    assert isinstance(cluster.redis, RedisClusterFixture)
+    shard_topics = []
+    for server in cluster.redis.servers:
+        client = server.client()
+        shard_topics += [t.decode() for t in client.execute_command("PUBSUB", "SHARDCHANNELS", "hc:ev:*")]
+        assert client.execute_command("PUBSUB", "CHANNELS", "hc:*") == []
+        client.close()
+    assert sorted(shard_topics) == sorted(f"hc:ev:{APP['id']}:{c}" for c in channels)
