@@ -32,8 +32,20 @@ function readForm(req: IncomingMessage): Promise<Record<string, string>> {
  *                           param is a comma-separated list of user ids
  */
 export async function startAuthServer(): Promise<AuthServer> {
-  const signer = new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret });
-  const wrongSigner = new PusherServer({ appId: APP.id, key: APP.key, secret: 'not-the-secret' });
+  const signer = new PusherServer({
+    appId: APP.id,
+    key: APP.key,
+    secret: APP.secret,
+    host: '127.0.0.1',
+    // Lets the endpoint authorize private-encrypted- channels too (32 bytes, test only).
+    encryptionMasterKeyBase64: Buffer.alloc(32, 7).toString('base64'),
+  });
+  const wrongSigner = new PusherServer({
+    appId: APP.id,
+    key: APP.key,
+    secret: 'not-the-secret',
+    host: '127.0.0.1',
+  });
   const calls: AuthServer['calls'] = {};
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
