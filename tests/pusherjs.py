@@ -124,6 +124,14 @@ class PusherJsClient:
 
         return await self.wait_for(match, timeout, "the next frame")
 
+    def last_frame(self, channel: str | None = None) -> Report:
+        """The latest frame before the cursor (on `channel` if given): e.g. the frame behind the event
+        the last wait returned, as a frame's 'message' report precedes the 'event' reports it causes."""
+        for r in reversed(self.reports[: self.cursor]):
+            if r["type"] == "message" and (channel is None or r.get("channel") == channel):
+                return r
+        raise AssertionError(f"client {self.name}: no frame on {channel} yet:\n{self.history()}")
+
     def skip_to_end(self) -> None:
         """Forget everything received so far."""
         self.cursor = len(self.reports)

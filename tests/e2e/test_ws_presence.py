@@ -277,8 +277,7 @@ async def test_pusherjs_presence_numeric_user_id(
     auth_server.set_user("b", 1002)
     a = await node.connect("a", KEY, herald_server.port, auth=auth_server)
     await a.subscribe(channel)
-    frame = await a.wait_for(lambda r: r["type"] == "message" and r.get("channel") == channel)
-    assert frame["data"]["presence"]["ids"] == [1001]
+    assert a.last_frame(channel)["data"]["presence"]["ids"] == [1001]
     members = await a.members(channel)
     assert members["me"] == {"id": 1001, "info": {"name": "One"}}  # pusher-js keeps its own id's type
     b = await node.connect("b", KEY, herald_server.port, auth=auth_server)

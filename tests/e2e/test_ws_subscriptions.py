@@ -104,8 +104,7 @@ async def test_pusherjs_public_subscription(herald_server: HeraldProcess, node: 
     a = await node.connect("a", KEY, herald_server.port)
     report = await a.subscribe(channel)
     assert report is not None and report["data"] == {}
-    frame = await a.wait_for(lambda r: r["type"] == "message" and r.get("channel") == channel)
-    assert frame["event"] == "pusher_internal:subscription_succeeded"
+    assert a.last_frame(channel)["event"] == "pusher_internal:subscription_succeeded"
     state = await a.query_state()
     assert state["channels"][channel] == {"subscribed": True, "pending": False}
 
@@ -287,8 +286,7 @@ async def test_pusherjs_private_bad_auth_gives_subscription_error(
     assert error["data"]["status"] == 401
     assert error["data"]["error"]
     # The error came from Herald (a frame on the channel), not from pusher-js's own auth call.
-    frame = await a.wait_for(lambda r: r["type"] == "message" and r.get("channel") == channel)
-    assert frame["event"] == "pusher:subscription_error"
+    assert a.last_frame(channel)["event"] == "pusher:subscription_error"
     assert a.state == "connected"
     # Not subscribed: b's client event on the channel doesn't reach a, b's marker after it does.
     await a.subscribe(marker_channel)

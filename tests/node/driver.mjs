@@ -9,7 +9,7 @@
 //     {"client": "a", "type": "message", "event": ..., "channel": ..., "data": ..., "user_id": ...}
 //         every frame pusher-js decoded (after the handshake), including pusher_internal:* ones
 //     {"client": "a", "type": "event", "channel": ..., "event": ..., "data": ..., "metadata": ...,
-//      "members": {...}}  what app code bound to the channel sees (channel.bind_global); "members" is
+//      "members": {...}}  what app code bound with channel.bind(event, (data, metadata) => ...) sees; "members" is
 //         a snapshot of channel.members taken in the handler, on presence channels only
 //     {"client": "a", "type": "error", "error": ...}    pusher.connection.bind('error', ...)
 //     {"client": "a", "type": "user_event", "event": ..., "data": ...}   pusher.user.bind_global
@@ -60,7 +60,10 @@ function membersSnapshot(channel) {
 function watchChannel(name, channel, pusher) {
   if (channel.__heraldWatched) return;
   channel.__heraldWatched = true;
-  channel.bind_global((event, data, metadata) => {
+  // bind_global callbacks don't get the metadata (user_id on presence client events) that
+  // channel.bind(event, (data, metadata) => ...) gets, so observe emit itself.
+  const emitToBindings = channel.emit.bind(channel);
+  channel.emit = (event, data, metadata) => {
     const report = {
       client: name,
       type: 'event',
@@ -75,7 +78,8 @@ function watchChannel(name, channel, pusher) {
       if (event === 'pusher:subscription_succeeded') report.data = report.members;
     }
     emit(report);
-  });
+    return emitToBindings(event, data, metadata);
+  };
 }
 
 function connect(cmd) {
@@ -112,12 +116,18 @@ function connect(cmd) {
   pusher.connection.bind('error', (error) => {
     emit({ client: name, type: 'error', error: plain(error) });
   });
-  pusher.connection.bind('message', (message) => {
-    const report = { client: name, type: 'message', event: message.event, data: plain(message.data ?? null) };
-    if (message.channel !== undefined) report.channel = message.channel;
-    if (message.user_id !== undefined) report.user_id = message.user_id;
-    emit(report);
-  });
+  // Report each frame before pusher-js dispatches it to channels, so a frame's 'message' report
+  // precedes the 'event' reports it causes (a plain bind('message') would run after the channels').
+  const connectionEmit = pusher.connection.emit.bind(pusher.connection);
+  pusher.connection.emit = (event, data) => {
+    if (event === 'message') {
+      const report = { client: name, type: 'message', event: data.event, data: plain(data.data ?? null) };
+      if (data.channel !== undefined) report.channel = data.channel;
+      if (data.user_id !== undefined) report.user_id = data.user_id;
+      emit(report);
+    }
+    return connectionEmit(event, data);
+  };
   pusher.user.bind_global((event, data) => {
     emit({ client: name, type: 'user_event', event, data: plain(data ?? null) });
   });
