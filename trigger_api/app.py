@@ -53,7 +53,7 @@ def create_app(registry: AppRegistry, backend: Backend, *, clock: Clock = time.t
     """The standalone trigger-API service."""
 
     async def root(request: Request) -> Response:
-        return json_response({"service": "herald-trigger-api", "apps": len(registry)})
+        return json_response({"ok": True})
 
     async def ready(request: Request) -> Response:
         return json_response({"ready": True})

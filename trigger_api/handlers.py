@@ -1,7 +1,7 @@
 """The HTTP API endpoints (sections 6.3-6.8).
 
-Each endpoint is a handler `(request, app, body) -> JSON-able body`; `TriggerApi.endpoint` wraps it
-with method dispatch, the body size cap, signature verification, error bodies and metrics.
+Each endpoint is a handler `(ApiCall) -> JSON-able body`; `TriggerApi.endpoint` wraps it with method
+dispatch, the body size cap, signature verification, error bodies and metrics.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -29,7 +30,18 @@ log = logging.getLogger("herald.trigger_api")
 # Far above any valid request (100 channels x 200 chars, or 10 events x 10 KiB of data).
 MAX_BODY_BYTES = 1024 * 1024
 
-Handler = Callable[[Request, AppConfig, bytes], Awaitable[Any]]
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """A verified request: the app it acts on, its raw body, its query by lowercased name, path params."""
+
+    app: AppConfig
+    body: bytes
+    query: Mapping[str, str]
+    path: Mapping[str, str]
+
+
+Handler = Callable[[ApiCall], Awaitable[Any]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 Clock = Callable[[], float]
 
@@ -44,7 +56,6 @@ class TriggerApi:
 
     def endpoint(self, name: str, handlers: Mapping[str, Handler], *, app_in_path: bool = True) -> Endpoint:
         async def run(request: Request) -> Response:
-            status = 500
             try:
                 handler = handlers.get(request.method)
                 if handler is None:
@@ -62,14 +73,14 @@ class TriggerApi:
                     body,
                     self.clock(),
                 )
-                response = json_response(await handler(request, app, body))
+                call = ApiCall(app, body, query_dict(params), request.path_params)
+                response = json_response(await handler(call))
             except ApiError as exc:
                 response = error_response(exc.status, exc.message)
             except Exception:
                 log.exception("HTTP API %s failed", name)
                 response = error_response(500, "Internal server error")
-            status = response.status_code
-            count_request(name, status)
+            count_request(name, response.status_code)
             return response
 
         return run
@@ -104,7 +115,9 @@ class TriggerApi:
     ) -> list[dict[str, dict[str, int]]]:
         """For each (channels, attributes) query, `{channel: {attribute: n}}`; one store call per kind.
 
-        user_count is computed for presence channels only (the others get no such key).
+        user_count is computed for presence channels only and the others get no such key, as in the
+        reference's trigger example; validation has already refused user_count where no channel of the
+        query is a presence channel.
         """
         want_users = {c for chans, attrs in queries if v.USER_COUNT in attrs for c in chans
                       if channel_type(c).is_presence}
@@ -132,8 +145,9 @@ class TriggerApi:
 
     # -- endpoints --------------------------------------------------------------------------------
 
-    async def trigger(self, request: Request, app: AppConfig, body: bytes) -> Any:
-        event = v.parse_event(v.parse_json_object(body), app)
+    async def trigger(self, call: ApiCall) -> Any:
+        app = call.app
+        event = v.parse_event(v.parse_json_object(call.body), app)
         # Attributes are read before publishing, so a failing store never leaves a published event
         # behind an error response the caller might retry.
         info = None
@@ -142,8 +156,9 @@ class TriggerApi:
         await self.publish(app.id, [event])
         return {"channels": info} if info is not None else {}
 
-    async def trigger_batch(self, request: Request, app: AppConfig, body: bytes) -> Any:
-        events = v.parse_batch(v.parse_json_object(body), app)
+    async def trigger_batch(self, call: ApiCall) -> Any:
+        app = call.app
+        events = v.parse_batch(v.parse_json_object(call.body), app)
         infos = None
         if any(e.info for e in events):
             per_item = await self.channel_attributes(app.id, [(e.channels, e.info) for e in events])
@@ -151,10 +166,10 @@ class TriggerApi:
         await self.publish(app.id, events)
         return {"batch": infos} if infos is not None else {}
 
-    async def channels(self, request: Request, app: AppConfig, body: bytes) -> Any:
-        query = query_dict(parse_query(request.url.query))
-        prefix = query.get("filter_by_prefix", "")
-        info = v.parse_info(query.get("info"), v.CHANNELS_INFO)
+    async def channels(self, call: ApiCall) -> Any:
+        app = call.app
+        prefix = call.query.get("filter_by_prefix", "")
+        info = v.parse_info(call.query.get("info"), v.CHANNELS_INFO)
         if v.USER_COUNT in info and not prefix.startswith("presence-"):
             raise bad_request("info=user_count requires filter_by_prefix to start with 'presence-'")
         occupied = await self.backend.occupancy.channels(app.id, prefix)
@@ -165,9 +180,10 @@ class TriggerApi:
         [attrs] = await self.channel_attributes(app.id, [(names, info)])
         return {"channels": attrs}
 
-    async def channel(self, request: Request, app: AppConfig, body: bytes) -> Any:
-        name = v.check_channel_name(request.path_params["channel_name"], app, "channel name")
-        info = v.parse_info(query_dict(parse_query(request.url.query)).get("info"), v.CHANNEL_INFO)
+    async def channel(self, call: ApiCall) -> Any:
+        app = call.app
+        name = v.check_channel_name(call.path["channel_name"], app, "channel name")
+        info = v.parse_info(call.query.get("info"), v.CHANNEL_INFO)
         kind = channel_type(name)
         if v.USER_COUNT in info:
             v.require_presence(name, "user_count")
@@ -184,15 +200,17 @@ class TriggerApi:
             out[v.CACHE] = None
         return out
 
-    async def users(self, request: Request, app: AppConfig, body: bytes) -> Any:
-        name = v.check_channel_name(request.path_params["channel_name"], app, "channel name")
+    async def users(self, call: ApiCall) -> Any:
+        app = call.app
+        name = v.check_channel_name(call.path["channel_name"], app, "channel name")
         v.require_presence(name, "the users list")
         members = await self.backend.presence.members(app.id, name)
         return {"users": [{"id": user_key(m.user_id)} for m in members]}
 
-    async def terminate_connections(self, request: Request, app: AppConfig, body: bytes) -> Any:
+    async def terminate_connections(self, call: ApiCall) -> Any:
         # The body carries no parameters (node sends `{}`, php a JSON string), so it is not parsed.
-        user_id = v.check_user_id(request.path_params["user_id"])
+        app = call.app
+        user_id = v.check_user_id(call.path["user_id"])
         # TODO(terminate): the backend gains `terminate_user(app_id, user_id)` when signed-in users can
         # be disconnected cluster-wide (pusher:error 4009 + close 4009); until then this is a no-op.
         terminate = getattr(self.backend, "terminate_user", None)
