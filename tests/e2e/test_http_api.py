@@ -437,3 +437,11 @@ def test_raw_terminate_with_apps_prefix(herald_server: HeraldProcess, app1: App)
     # The path the node and php SDKs use.
     resp = raw_post(herald_server, app1, "/users/u-1/terminate_connections", {})
     assert (resp.status_code, resp.json()) == (200, {})
+
+
+def test_raw_body_over_one_mebibyte_is_413(herald_server: HeraldProcess, app1: App) -> None:
+    body = {"name": "e", "data": "x" * (1024 * 1024), "channels": ["c"]}
+    status, message = error_of(raw_post(herald_server, app1, "/events", body))
+    assert status == 413 and "Request body is larger than 1048576 bytes" in message
+    # The server still answers afterwards.
+    assert raw_get(herald_server, app1, "/channels/c").json() == {"occupied": False}
