@@ -8,6 +8,7 @@ References are to sections of the protocol reference (and its section 12, Herald
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import orjson
@@ -868,3 +869,115 @@ async def test_odd_but_valid_json_never_raises(harness: Harness) -> None:
     messages = [f["data"].get("message") for f in client.sink.frames if isinstance(f.get("data"), dict)]
     assert "Internal server error" not in messages
     assert not client.sink.closed
+
+
+async def test_seeded_fuzz_never_raises_or_closes(harness: Harness) -> None:
+    """Valid protocol traffic mixed with random well-formed JSON of every shape: only client-error
+    replies, no closes, and once everyone has gone every store and the hub are empty."""
+    rng = random.Random(20240607)
+    app = make_app(enable_client_messages=True, max_presence_members_per_channel=3)
+    clients = [harness.connect(app) for _ in range(4)]
+    everyone = list(clients)
+    events = ["pusher:ping", "pusher:pong", "pusher:subscribe", "pusher:unsubscribe", "pusher:signin",
+              "client-x", "pusher:nope", "other", "", None, 7]
+    channels = ["pub", "private-a", "presence-a", "private-encrypted-a", "cache-a", "#server-to-user-1",
+                "bad name", "", None, 5, "x" * 300]
+
+    def value(depth: int = 0) -> Any:
+        kind = rng.randrange(8 if depth < 2 else 5)
+        if kind == 0:
+            return None
+        if kind == 1:
+            return rng.choice([True, False, 0, -1, 1.5, 1e30])
+        if kind == 2:
+            return rng.choice(["", "{}", "[]", "not json", '{"channel":"pub"}', '{"user_id":1}'])
+        if kind == 3:
+            return rng.choice(channels)
+        if kind == 4:
+            return "é" * rng.randrange(3)
+        if kind == 5:
+            return [value(depth + 1) for _ in range(rng.randrange(3))]
+        return {k: value(depth + 1) for k in rng.sample(["channel", "auth", "channel_data", "user_data", "x"], 3)}
+
+    def valid(client: Client) -> dict[str, Any]:
+        channel = rng.choice(["pub", "private-a", "presence-a", "presence-b"])
+        kind = rng.randrange(3)
+        if kind == 0:
+            channel_data = presence_data(rng.randrange(6), {"r": rng.random()}) if "presence" in channel else None
+            auth = sign_channel(app.key, app.secret, client.socket_id, channel, channel_data)
+            return {"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth,
+                                                          "channel_data": channel_data}}
+        if kind == 1:
+            return {"event": "pusher:unsubscribe", "data": {"channel": channel}}
+        return {"event": "client-x", "channel": channel, "data": value()}
+
+    # Each client's idea of every presence roster, kept the way pusher-js keeps it (Members).
+    views: dict[str, dict[str, set[str]]] = {}
+    read: dict[str, int] = {}
+
+    def follow(client: Client) -> dict[str, set[str]]:
+        view = views.setdefault(client.socket_id, {})
+        frames = client.sink.frames[read.get(client.socket_id, 0):]
+        read[client.socket_id] = len(client.sink.frames)
+        for f in frames:
+            channel, event = f.get("channel"), f["event"]
+            if not isinstance(channel, str) or not channel.startswith("presence-"):
+                continue
+            if event == "pusher_internal:subscription_succeeded":
+                view[channel] = set(decode(f["data"])["presence"]["hash"])
+            elif event == "pusher_internal:member_added":
+                view.setdefault(channel, set()).add(str(decode(f["data"])["user_id"]))
+            elif event == "pusher_internal:member_removed":
+                view.setdefault(channel, set()).discard(str(decode(f["data"])["user_id"]))
+        return view
+
+    async def check_state() -> None:
+        """The shared state agrees with what the connections believe."""
+        for client in clients:
+            view = follow(client)
+            for channel in ("presence-a", "presence-b"):
+                if channel in client.conn.channels:
+                    keys = {m.key for m in await harness.backend.presence.members(app.id, channel)}
+                    assert view.get(channel) == keys, (client.socket_id, channel)
+        for channel in ("pub", "private-a", "presence-a", "presence-b"):
+            inside = [c for c in clients if channel in c.conn.channels]
+            assert await occupancy(harness, app, channel) == len(inside)
+            assert harness.hub.local_count(app.id, channel) == len(inside)
+            if channel.startswith("presence-"):
+                keys = {m.key for m in await harness.backend.presence.members(app.id, channel)}
+                assert keys == {c.conn.channels[channel].key for c in inside}  # type: ignore[union-attr]
+
+    for _ in range(1500):
+        client = rng.choice(clients)
+        msg: dict[str, Any] = {}
+        if rng.random() < 0.5:
+            msg = valid(client)
+        else:
+            if rng.random() < 0.9:
+                msg["event"] = rng.choice(events)
+            if rng.random() < 0.5:
+                msg["channel"] = rng.choice(channels)
+            if rng.random() < 0.8:
+                msg["data"] = value()
+        await client.send(msg)
+        if rng.random() < 0.02:
+            await client.close()
+            clients.remove(client)
+            clients.append(harness.connect(app))
+            everyone.append(clients[-1])
+        harness.clock.advance(0.01)
+
+        if rng.random() < 0.05:
+            await check_state()
+
+    seen = {f["event"] for c in everyone for f in c.sink.frames}
+    assert {"pusher_internal:member_added", "pusher_internal:member_removed", "client-x"} <= seen
+    for client in everyone:
+        assert not client.sink.closed
+        messages = [f["data"].get("message") for f in client.sink.frames if isinstance(f.get("data"), dict)]
+        assert "Internal server error" not in messages
+    for client in clients:
+        await client.close()
+    assert await harness.backend.occupancy.channels(app.id) == {}
+    assert await harness.backend.presence.user_counts(app.id, ["presence-a", "presence-b"]) == [0, 0]
+    assert harness.hub.topics() == []
