@@ -77,6 +77,9 @@ class TriggerApi:
                 response = json_response(await handler(call))
             except ApiError as exc:
                 response = error_response(exc.status, exc.message)
+            except BusUnavailable as exc:  # StoreUnavailable too: the state stores are unreachable
+                log.warning("HTTP API %s: backend unavailable: %s", name, exc)
+                response = error_response(503, "Channel state is unavailable, try again later")
             except Exception:
                 log.exception("HTTP API %s failed", name)
                 response = error_response(500, "Internal server error")

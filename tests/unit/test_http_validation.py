@@ -7,7 +7,7 @@ stores prefilled the way the gateway fills them; published events are observed o
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from prometheus_client import REGISTRY
@@ -16,7 +16,8 @@ from shared.backend import Backend, memory_backend
 from shared.bus import BusUnavailable, Envelope
 from shared.bus_memory import MemoryBus
 from shared.config import AppConfig
-from shared.state import Member
+from shared.state import Member, StoreUnavailable
+from shared.state_memory import MemoryOccupancyStore
 from tests.unit.test_http_signing import Harness, make_harness, sign_query
 from trigger_api.errors import ApiError
 from trigger_api.handlers import MAX_BODY_BYTES
@@ -433,3 +434,29 @@ def test_requests_are_counted_by_endpoint_and_status(api: Harness) -> None:
     api.post(EVENTS, event())
     api.post(EVENTS, event(name=""))
     assert (count("events", "200"), count("events", "400")) == (ok + 1, bad + 1)
+
+
+class UnavailableOccupancy(MemoryOccupancyStore):
+    """The in-memory store, failing the way the Redis store reports an outage."""
+
+    async def counts(self, app_id: str, channels: Sequence[str]) -> list[int]:
+        raise StoreUnavailable("Redis unavailable: connection refused")
+
+    async def channels(self, app_id: str, prefix: str = "") -> dict[str, int]:
+        raise StoreUnavailable("Redis unavailable: connection refused")
+
+
+@pytest.fixture
+def store_down() -> Iterator[Harness]:
+    backend = memory_backend()
+    backend.occupancy = UnavailableOccupancy()
+    yield from make_harness(backend)
+
+
+def test_store_unavailable_is_503_and_nothing_is_published(store_down: Harness) -> None:
+    store_down.listen("app-1", "ch-1")
+    assert_error(store_down.post(EVENTS, event(info="subscription_count")), 503, "Channel state is unavailable")
+    assert store_down.received == []
+    assert_error(store_down.get("/apps/app-1/channels"), 503, "Channel state is unavailable")
+    # Triggers that ask for no counts don't need the store.
+    assert store_down.post(EVENTS, event()) == (200, {})
