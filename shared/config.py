@@ -74,6 +74,8 @@ _INT_FIELDS = {f.name for f in fields(AppConfig) if f.type in ("int",)}
 _FLOAT_FIELDS = {f.name for f in fields(AppConfig) if f.type in ("float",)}
 _STR_FIELDS = {"id", "key", "secret"}
 _KNOWN_FIELDS = {f.name for f in fields(AppConfig)}
+# Limits where -1 means "no limit" (soketi's convention).
+_UNLIMITED_OK = {"max_connections", "max_client_events_per_sec"}
 _WEBHOOK_EVENT_TYPES = {
     "channel_occupied",
     "channel_vacated",
@@ -139,15 +141,19 @@ def app_from_mapping(raw: Mapping[str, Any], source: str, index: int) -> AppConf
                 value = str(value)
             if not isinstance(value, str) or not value:
                 raise _fail(source, app, name, "must be a non-empty string")
+            if name == "id" and ("{" in value or "}" in value):
+                # Redis keys use the app id as a hash tag.
+                raise _fail(source, app, name, "must not contain '{' or '}'")
         elif name in _BOOL_FIELDS:
             if not isinstance(value, bool):
                 raise _fail(source, app, name, "must be true or false")
         elif name in _INT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise _fail(source, app, name, "must be an integer")
-            if value < -1 or (value == -1 and name != "max_connections"):
-                raise _fail(source, app, name, "must be positive" + (" or -1" if name == "max_connections"
-                                                                     else ""))
+            unlimited_ok = name in _UNLIMITED_OK
+            if value < 1 and not (unlimited_ok and value == -1):
+                hint = " (or -1 for unlimited)" if unlimited_ok else ""
+                raise _fail(source, app, name, f"must be at least 1{hint}")
         elif name in _FLOAT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise _fail(source, app, name, "must be a positive number")

@@ -32,7 +32,7 @@ log = logging.getLogger("herald.bus")
 
 SUBSCRIBE_TIMEOUT_S = 5.0
 RECONNECT_MIN_S = 0.1
-RECONNECT_MAX_S = 2.0
+RECONNECT_MAX_S = 1.0
 
 
 def _encode_command(*parts: bytes | str) -> bytes:

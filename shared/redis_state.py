@@ -47,6 +47,9 @@ log = logging.getLogger("herald.state")
 
 NODE_LEASE_S = 15.0
 REAPER_INTERVAL_S = 5.0
+# After an outage, wait this long before publishing repair transitions: longer than the bus
+# subscribers' capped reconnect back-off (1 s, jittered up to 1.5 s).
+RECOVERY_GRACE_S = 2.0
 # Node-owned keys and aggregates expire if no live node refreshes them (every node gone).
 KEY_TTL_FACTOR = 10
 
@@ -289,6 +292,7 @@ class RedisState:
         self._failed_occ: set[tuple[str, str]] = set()
         self._failed_pres: dict[tuple[str, str, str], Member] = {}
         self.healthy = False
+        self._outage_seen = False
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -494,6 +498,7 @@ class RedisState:
                 if self.healthy:
                     log.warning("Redis unavailable (%s); node state will be re-synced", exc)
                 self.healthy = False
+                self._outage_seen = True
                 self._needs_sync = True
             except Exception:
                 log.exception("%s failed", getattr(job, "__name__", "job"))
@@ -518,12 +523,18 @@ class RedisState:
             results = await pipe.execute()
         self._registered_apps = set(self._mirror)
         newly_added = results[0] == 1
+        if self._outage_seen and not self.healthy:
+            # Redis is back after an outage. Give every node's subscriber time to re-subscribe
+            # (their reconnect back-off is capped below this), or the transitions this sync
+            # publishes would reach nobody.
+            await asyncio.sleep(RECOVERY_GRACE_S)
         if newly_added or self._needs_sync or not self.healthy:
             # Reaped while partitioned, Redis restarted empty, or writes failed: rewrite our records.
             if self.healthy and newly_added and self._mirror:
                 log.warning("node %s was missing from Redis; re-registering its state", self.node_id)
             await self.sync_all()
         self.healthy = True
+        self._outage_seen = False
 
     async def sync_all(self) -> None:
         async with self._gate.exclusive():

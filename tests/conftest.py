@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import HeraldProcess, running_herald
+from tests.redis_server import RedisServer
 
 # Apps every end-to-end test can rely on; tests that need other settings start their own server.
 # Ids are numeric: the PyPI pusher SDK accepts no other.
@@ -19,6 +20,16 @@ TEST_APPS: list[dict[str, Any]] = [
     # The reference's test-vector credentials (sections 5 and 6.2).
     {"id": "3", "key": "278d425bdf160c739803", "secret": "7ad3773142a6692b25b8"},
 ]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free port for the whole session (tests use their own key prefixes)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,7 @@
 """Fixtures for the network-free unit tests.
 
-`backend` runs a test once per implementation in BACKEND_FACTORIES. To run the store and bus
-behaviour tests against another implementation, add one line, e.g.
-
-    "redis": lambda: redis_backend(os.environ.get("HERALD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")),
+`backend` runs a test once per implementation in BACKEND_FACTORIES: the in-memory one that defines
+the semantics, and the Redis one (on a real redis-server the session starts) that must match it.
 
 Tests using `backend` take their app ids from `app_id` (unique per test), so a shared Redis stays
 clean between tests and runs.
@@ -17,16 +15,25 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from shared.backend import Backend, memory_backend
+from shared.redis_backend import redis_backend
 from tests.unit.fakes import Harness, ManualClock
 
-BACKEND_FACTORIES: dict[str, Callable[[], Backend]] = {
-    "memory": memory_backend,
+
+def _redis(request: pytest.FixtureRequest) -> Backend:
+    # A prefix per test keeps tests apart on the session's redis-server.
+    url = request.getfixturevalue("redis_url")
+    return redis_backend(url, prefix=f"t{uuid.uuid4().hex[:8]}", cluster=False)
+
+
+BACKEND_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], Backend]] = {
+    "memory": lambda request: memory_backend(),
+    "redis": _redis,
 }
 
 
 @pytest.fixture(params=sorted(BACKEND_FACTORIES))
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    made = BACKEND_FACTORIES[request.param]()
+    made = BACKEND_FACTORIES[request.param](request)
     await made.start()
     try:
         yield made
