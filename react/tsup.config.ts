@@ -3,7 +3,8 @@ import { defineConfig } from 'tsup';
 export default defineConfig({
   entry: ['src/index.ts'],
   format: ['esm', 'cjs'],
-  dts: true,
+  // The server-rendering test builds the JS only, to a scratch folder.
+  dts: process.env.HERALD_BUILD_JS_ONLY !== '1',
   sourcemap: true,
   clean: true,
   target: 'es2020',

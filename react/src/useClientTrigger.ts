@@ -13,8 +13,8 @@ export class ClientEventError extends Error {
 
 /**
  * Sends a client event. Returns true when it was handed to the socket, false
- * when the channel is not subscribed yet (or the connection is down): nothing
- * is sent then, because the server would reject it.
+ * when there is no channel yet or it is not subscribed (or the connection is
+ * down): nothing is sent then, because the server would reject it.
  */
 export type ClientTrigger = <T = unknown>(eventName: string, data: T) => boolean;
 
@@ -37,19 +37,18 @@ export function useClientTrigger(channel: Channel | string | null | undefined): 
 
   return useCallback<ClientTrigger>(
     (eventName, data) => {
-      if (!name) throw new ClientEventError('useClientTrigger: no channel to send the client event on.');
+      if (typeof eventName !== 'string' || !eventName.startsWith('client-')) {
+        throw new ClientEventError(`Client event names must start with "client-" (got "${String(eventName)}").`);
+      }
+      // No channel yet (useChannel still subscribing, or null passed): nothing to send on.
+      if (!name) return false;
       const kind = channelKind(name);
       if (kind !== 'private' && kind !== 'presence') {
         const why =
           kind === 'private-encrypted'
             ? 'pusher-js cannot send client events on encrypted channels'
             : `"${name}" is ${kind === 'public' ? 'a public' : 'an internal'} channel`;
-        throw new ClientEventError(
-          `Client events can only be sent on private- and presence- channels: ${why}.`,
-        );
-      }
-      if (typeof eventName !== 'string' || !eventName.startsWith('client-')) {
-        throw new ClientEventError(`Client event names must start with "client-" (got "${String(eventName)}").`);
+        throw new ClientEventError(`Client events can only be sent on private- and presence- channels: ${why}.`);
       }
       if (!target || !target.subscribed) return false;
       return target.trigger(eventName, data);

@@ -155,6 +155,7 @@ describe('useClientTrigger', () => {
     function Triggers() {
       triggers.public = useClientTrigger('public-room');
       triggers.encrypted = useClientTrigger('private-encrypted-room');
+      triggers.none = useClientTrigger(null);
       return null;
     }
     // A private channel the server refuses (wrongly signed auth): never subscribed.
@@ -182,9 +183,11 @@ describe('useClientTrigger', () => {
       /private- and presence- channels.*"public-room" is a public channel/,
     );
     expect(() => triggers.encrypted('client-x', {})).toThrow(/encrypted/);
-    expect(() => triggers.refused('typing', {})).toThrow(/must start with "client-"/);
+    expect(triggers.none('client-x', {})).toBe(false);
+    expect(() => triggers.public('typing', {})).toThrow(/must start with "client-"/);
 
     await waitFor(() => view.text('refused') === 'failed');
+    expect(() => triggers.refused('typing', {})).toThrow(/must start with "client-"/);
     expect(triggers.refused('client-nope', {})).toBe(false);
     await sleep(50);
     expect(wire.count('client-nope')).toBe(0);

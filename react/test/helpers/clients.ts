@@ -11,6 +11,7 @@ export interface ClientOptions {
   watchlist?: string[];
   unavailableTimeout?: number;
   authPath?: string;
+  userAuthPath?: string;
 }
 
 /** pusher-js options for the local Herald: plain ws on loopback, no stats. */
@@ -33,7 +34,7 @@ export function clientOptions(options: ClientOptions) {
       params,
     },
     userAuthentication: {
-      endpoint: `${options.authUrl ?? 'http://127.0.0.1:9'}/pusher/user-auth`,
+      endpoint: `${options.authUrl ?? 'http://127.0.0.1:9'}${options.userAuthPath ?? '/pusher/user-auth'}`,
       transport: 'ajax' as const,
       params,
     },
