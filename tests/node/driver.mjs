@@ -24,7 +24,8 @@ import Pusher from 'pusher-js';
 const clients = new Map();
 
 function emit(report) {
-  process.stdout.write(JSON.stringify(report) + '\n');
+  // t: milliseconds since the driver started, for reading timelines in failure output.
+  process.stdout.write(JSON.stringify({ ...report, t: Math.round(performance.now()) }) + '\n');
 }
 
 Pusher.logToConsole = false;
