@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install everything the tests need into this checkout, then run the whole suite:
+# lint and types, Python unit and end-to-end tests, and the React package's tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+source scripts/_prereqs.sh
+ensure_system_packages
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+(cd tests/node && npm ci --no-audit --no-fund)
+if [ -f react/package-lock.json ]; then
+  (cd react && npm ci --no-audit --no-fund)
+fi
+
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/pytest "$@"
+
+if [ -f react/package-lock.json ]; then
+  (cd react && npm run typecheck && npm run build && HERALD_PYTHON="$PWD/../.venv/bin/python" npm test)
+fi
