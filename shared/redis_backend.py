@@ -81,6 +81,6 @@ def redis_backend(
             log.warning("could not publish %d presence transitions", len(transitions.removed))
 
     state.add_transitions_listener(publish_presence)
-    backend = RedisBackend(bus, state, state, state, node_id=node_id)
+    backend = RedisBackend(bus, state, state, state, state, state, node_id=node_id)
     backend.state = state
     return backend

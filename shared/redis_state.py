@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import orjson
 from redis.exceptions import NoScriptError, RedisError
 
-from shared.state import Member, PresenceJoin, StoreUnavailable
+from shared.state import CachedEvent, Member, PresenceJoin, StoreUnavailable
 
 log = logging.getLogger("herald.state")
 
@@ -58,13 +58,15 @@ redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 """
 
+# Shared by occupancy (field = channel) and signed-in users (field = user id). Returns
+# {1, new total} or, when this node held no such record, {0, current total}.
 _OCC_REMOVE = """
 local n = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if n <= 0 then return tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') end
+if n <= 0 then return {0, tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')} end
 if n == 1 then redis.call('HDEL', KEYS[2], ARGV[1]) else redis.call('HINCRBY', KEYS[2], ARGV[1], -1) end
 local t = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-if t <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) return 0 end
-return t
+if t <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) return {1, 0} end
+return {1, t}
 """
 
 _PRESENCE_JOIN = """
@@ -111,9 +113,9 @@ if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return n
 """
 
-# KEYS: occ, occn, presn, conns. ARGV: key base, node, connections, n, n x (channel, count),
-# m, m x ("channel\\nuser", count, member JSON). Returns {occupied, vacated, added, removed}, the last
-# two as flat (channel, member JSON) lists.
+# KEYS: occ, occn, presn, conns, uc, ucn. ARGV: key base, node, connections, n, n x (channel, count),
+# m, m x ("channel\\nuser", count, member JSON), u, u x (user, count). Returns {occupied, vacated,
+# added, removed, online, offline}, added/removed as flat (channel, member JSON) lists.
 _SYNC = """
 local base, node = ARGV[1], ARGV[2]
 local i = 5
@@ -170,8 +172,28 @@ end
 for f, want in pairs(want_pres) do apply_pres(f, want) end
 for f, _ in pairs(have_pres) do if want_pres[f] == nil then apply_pres(f, 0) end end
 
+local want_users = {}
+local u = tonumber(ARGV[i]); i = i + 1
+for _ = 1, u do want_users[ARGV[i]] = tonumber(ARGV[i + 1]); i = i + 2 end
+local online, offline = {}, {}
+local have_users = {}
+flat = redis.call('HGETALL', KEYS[6])
+for j = 1, #flat, 2 do have_users[flat[j]] = tonumber(flat[j + 1]) end
+local function apply_user(user, want)
+  local delta = want - (have_users[user] or 0)
+  if delta == 0 then return end
+  local before = tonumber(redis.call('HGET', KEYS[5], user) or '0')
+  local after = before + delta
+  if after <= 0 then redis.call('HDEL', KEYS[5], user) else redis.call('HSET', KEYS[5], user, after) end
+  if want > 0 then redis.call('HSET', KEYS[6], user, want) else redis.call('HDEL', KEYS[6], user) end
+  if before <= 0 and after > 0 then table.insert(online, user) end
+  if before > 0 and after <= 0 then table.insert(offline, user) end
+end
+for user, want in pairs(want_users) do apply_user(user, want) end
+for user, _ in pairs(have_users) do if want_users[user] == nil then apply_user(user, 0) end end
+
 if tonumber(ARGV[3]) > 0 then redis.call('HSET', KEYS[4], node, ARGV[3]) else redis.call('HDEL', KEYS[4], node) end
-return {occupied, vacated, added, removed}
+return {occupied, vacated, added, removed, online, offline}
 """
 
 
@@ -209,9 +231,11 @@ class Transitions:
     vacated: list[str] = field(default_factory=list)
     added: list[tuple[str, Member]] = field(default_factory=list)
     removed: list[tuple[str, Member]] = field(default_factory=list)
+    online: list[str] = field(default_factory=list)
+    offline: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.occupied or self.vacated or self.added or self.removed)
+        return bool(self.occupied or self.vacated or self.added or self.removed or self.online or self.offline)
 
 
 TransitionsListener = Callable[[Transitions], Awaitable[None]]
@@ -223,6 +247,7 @@ class _Mirror:
 
     occ: dict[str, int] = field(default_factory=dict)
     pres: dict[tuple[str, str], list[Any]] = field(default_factory=dict)  # -> [count, member JSON]
+    users: dict[str, int] = field(default_factory=dict)  # signed-in user -> sockets here
     conns: int = 0
 
 
@@ -291,6 +316,7 @@ class RedisState:
         # after syncing each is checked and reported as a transition when it really happened.
         self._failed_occ: set[tuple[str, str]] = set()
         self._failed_pres: dict[tuple[str, str, str], Member] = {}
+        self._failed_users: set[tuple[str, str]] = set()
         self.healthy = False
         self._outage_seen = False
 
@@ -373,7 +399,7 @@ class RedisState:
             mirror.occ.pop(channel, None)
         async with self._gate.shared():
             try:
-                count = await self._script(
+                _, count = await self._script(
                     _OCC_REMOVE, [f"{base}:occ", f"{base}:occn:{self.node_id}"], [channel]
                 )
             except (RedisError, OSError):
@@ -456,6 +482,64 @@ class RedisState:
                 pipe.hlen(f"{base}:pc:{channel}")
             return [int(n) for n in await pipe.execute()]
 
+    # -- UserStore -----------------------------------------------------------------------------
+
+    @_store_errors
+    async def signin(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        base = self.base(app_id)
+        mirror = self._app(app_id)
+        async with self._gate.shared():
+            await self._register_app(app_id)
+            count = await self._script(_OCC_ADD, [f"{base}:uc", f"{base}:ucn:{self.node_id}"], [user_id])
+            mirror.users[user_id] = mirror.users.get(user_id, 0) + 1
+        return int(count) == 1
+
+    @_store_errors
+    async def signout(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        base = self.base(app_id)
+        mirror = self._app(app_id)
+        left = mirror.users.get(user_id, 0) - 1
+        if left > 0:
+            mirror.users[user_id] = left
+        else:
+            mirror.users.pop(user_id, None)
+        async with self._gate.shared():
+            try:
+                changed, count = await self._script(
+                    _OCC_REMOVE, [f"{base}:uc", f"{base}:ucn:{self.node_id}"], [user_id]
+                )
+            except (RedisError, OSError):
+                self._needs_sync = True
+                self._failed_users.add((app_id, user_id))
+                raise
+        return bool(changed) and int(count) == 0
+
+    @_store_errors
+    async def online(self, app_id: str, user_ids: Sequence[str]) -> list[bool]:
+        if not user_ids:
+            return []
+        values = await self.client.hmget(f"{self.base(app_id)}:uc", list(user_ids))
+        return [v is not None and int(v) > 0 for v in values]
+
+    # -- CacheStore ----------------------------------------------------------------------------
+
+    @_store_errors
+    async def put(self, app_id: str, channel: str, event: str, data: Any, ttl_s: int) -> None:
+        await self.client.set(f"{self.base(app_id)}:cache:{channel}", orjson.dumps([event, data]),
+                              px=int(ttl_s * 1000))
+
+    @_store_errors
+    async def get(self, app_id: str, channel: str) -> CachedEvent | None:
+        key = f"{self.base(app_id)}:cache:{channel}"
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            raw, ttl_ms = await pipe.execute()
+        if raw is None:
+            return None
+        event, data = orjson.loads(raw)
+        return CachedEvent(event, data, max(1, round(int(ttl_ms) / 1000)) if ttl_ms and ttl_ms > 0 else 1)
+
     # -- node lease, sync and reaper -------------------------------------------------------------
 
     async def _register_app(self, app_id: str) -> None:
@@ -515,7 +599,7 @@ class RedisState:
             for app_id, mirror in self._mirror.items():
                 base = self.base(app_id)
                 for key in (f"{base}:occ", f"{base}:conns", f"{base}:occn:{self.node_id}",
-                            f"{base}:presn:{self.node_id}"):
+                            f"{base}:presn:{self.node_id}", f"{base}:uc", f"{base}:ucn:{self.node_id}"):
                     pipe.pexpire(key, self.key_ttl_ms)
                 for channel in {ch for ch, _ in mirror.pres}:
                     pipe.pexpire(f"{base}:pc:{channel}", self.key_ttl_ms)
@@ -539,14 +623,16 @@ class RedisState:
     async def sync_all(self) -> None:
         async with self._gate.exclusive():
             failed_occ, failed_pres = set(self._failed_occ), dict(self._failed_pres)
+            failed_users = set(self._failed_users)
             for app_id in list(self._mirror):
                 transitions = await self._sync(app_id, self.node_id, self._mirror[app_id])
-                await self._settle_failed_leaves(transitions, failed_occ, failed_pres)
+                await self._settle_failed_leaves(transitions, failed_occ, failed_pres, failed_users)
                 if transitions:
                     await self._emit(transitions)
             # Only a complete pass clears the repair work; a failure leaves it for the next heartbeat.
             self._needs_sync = False
             self._failed_occ -= failed_occ
+            self._failed_users -= failed_users
             for key in failed_pres:
                 self._failed_pres.pop(key, None)
 
@@ -555,6 +641,7 @@ class RedisState:
         transitions: Transitions,
         failed_occ: set[tuple[str, str]],
         failed_pres: dict[tuple[str, str, str], Member],
+        failed_users: set[tuple[str, str]],
     ) -> None:
         """Report leaves that failed during an outage and that sync could not see (Redis lost them)."""
         app_id = transitions.app_id
@@ -571,6 +658,11 @@ class RedisState:
                     pipe.hexists(f"{self.base(app_id)}:pc:{channel}", member.key)
                 present = await pipe.execute()
             transitions.removed.extend(m for m, here in zip(members, present, strict=True) if not here)
+        users = [u for app, u in failed_users if app == app_id and u not in transitions.offline]
+        if users:
+            for user, here in zip(users, await self.online(app_id, users), strict=True):
+                if not here:
+                    transitions.offline.append(user)
 
     async def _sync(self, app_id: str, node_id: str, mirror: _Mirror) -> Transitions:
         base = self.base(app_id)
@@ -580,14 +672,20 @@ class RedisState:
         args.append(len(mirror.pres))
         for (channel, user), (count, encoded) in mirror.pres.items():
             args += [f"{channel}\n{user}", count, encoded]
-        keys = [f"{base}:occ", f"{base}:occn:{node_id}", f"{base}:presn:{node_id}", f"{base}:conns"]
-        occupied, vacated, added, removed = await self._script(_SYNC, keys, args)
+        args.append(len(mirror.users))
+        for user, count in mirror.users.items():
+            args += [user, count]
+        keys = [f"{base}:occ", f"{base}:occn:{node_id}", f"{base}:presn:{node_id}", f"{base}:conns",
+                f"{base}:uc", f"{base}:ucn:{node_id}"]
+        occupied, vacated, added, removed, online, offline = await self._script(_SYNC, keys, args)
         return Transitions(
             app_id,
             occupied=[c.decode() for c in occupied],
             vacated=[c.decode() for c in vacated],
             added=[(added[i].decode(), member_from_json(added[i + 1])) for i in range(0, len(added), 2)],
             removed=[(removed[i].decode(), member_from_json(removed[i + 1])) for i in range(0, len(removed), 2)],
+            online=[u.decode() for u in online],
+            offline=[u.decode() for u in offline],
         )
 
     async def _emit(self, transitions: Transitions) -> None:

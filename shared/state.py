@@ -79,3 +79,30 @@ class PresenceStore(Protocol):
     async def members(self, app_id: str, channel: str) -> list[Member]: ...
 
     async def user_counts(self, app_id: str, channels: Sequence[str]) -> list[int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEvent:
+    event: str
+    data: Any
+    ttl_s: int  # seconds left before it expires
+
+
+class UserStore(Protocol):
+    """Signed-in users (pusher:signin), cluster-wide: a user is online while signed in on >= 1 socket."""
+
+    async def signin(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        """Count a signed-in socket; True when the user just came online (0 -> 1)."""
+
+    async def signout(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        """Uncount it; True when the user just went offline (1 -> 0)."""
+
+    async def online(self, app_id: str, user_ids: Sequence[str]) -> list[bool]: ...
+
+
+class CacheStore(Protocol):
+    """The last event published to each cache channel, kept for a TTL (section 2.8)."""
+
+    async def put(self, app_id: str, channel: str, event: str, data: Any, ttl_s: int) -> None: ...
+
+    async def get(self, app_id: str, channel: str) -> CachedEvent | None: ...

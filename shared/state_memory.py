@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from shared.state import Member, PresenceJoin
+from shared.state import CachedEvent, Member, PresenceJoin
 
 
 class MemoryConnectionStore:
@@ -91,3 +93,46 @@ class MemoryPresenceStore:
 
     async def user_counts(self, app_id: str, channels: Sequence[str]) -> list[int]:
         return [len(self._channels.get((app_id, c), ())) for c in channels]
+
+
+class MemoryUserStore:
+    def __init__(self) -> None:
+        self._sockets: dict[tuple[str, str], set[str]] = {}
+
+    async def signin(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        sockets = self._sockets.setdefault((app_id, user_id), set())
+        sockets.add(socket_id)
+        return len(sockets) == 1
+
+    async def signout(self, app_id: str, user_id: str, socket_id: str) -> bool:
+        sockets = self._sockets.get((app_id, user_id))
+        if not sockets or socket_id not in sockets:
+            return False
+        sockets.discard(socket_id)
+        if sockets:
+            return False
+        del self._sockets[(app_id, user_id)]
+        return True
+
+    async def online(self, app_id: str, user_ids: Sequence[str]) -> list[bool]:
+        return [(app_id, u) in self._sockets for u in user_ids]
+
+
+class MemoryCacheStore:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._events: dict[tuple[str, str], tuple[str, Any, float]] = {}
+
+    async def put(self, app_id: str, channel: str, event: str, data: Any, ttl_s: int) -> None:
+        self._events[(app_id, channel)] = (event, data, self._clock() + ttl_s)
+
+    async def get(self, app_id: str, channel: str) -> CachedEvent | None:
+        entry = self._events.get((app_id, channel))
+        if entry is None:
+            return None
+        event, data, expires = entry
+        left = expires - self._clock()
+        if left <= 0:
+            del self._events[(app_id, channel)]
+            return None
+        return CachedEvent(event, data, max(1, round(left)))
