@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 
-from shared.bus import Bus
+from shared.bus import Bus, Envelope
 from shared.bus_memory import MemoryBus
+from shared.channels import SERVER_TO_USER_PREFIX
 from shared.state import CacheStore, ConnectionStore, OccupancyStore, PresenceStore, UserStore
 from shared.state_memory import (
     MemoryCacheStore,
@@ -16,6 +18,9 @@ from shared.state_memory import (
     MemoryUserStore,
 )
 from shared.webhooks import NullWebhookQueue, WebhookQueue
+
+# A bus control message: gateways close the user's signed-in sockets with 4009 instead of relaying it.
+TERMINATE_EVENT = "pusher_internal:terminate_connections"
 
 
 def new_node_id() -> str:
@@ -40,6 +45,14 @@ class Backend:
     async def close(self) -> None:
         await self.webhooks.close()
         await self.bus.close()
+
+    async def terminate_user(self, app_id: str, user_id: str) -> None:
+        """Close every connection signed in as the user, on every node (they all listen on the
+        user's server-to-user topic)."""
+        await self.bus.publish(
+            Envelope(app_id, SERVER_TO_USER_PREFIX + user_id, TERMINATE_EVENT, None, origin=self.node_id,
+                     ts=time.time())
+        )
 
 
 def memory_backend() -> Backend:

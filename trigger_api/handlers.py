@@ -214,11 +214,8 @@ class TriggerApi:
         # The body carries no parameters (node sends `{}`, php a JSON string), so it is not parsed.
         app = call.app
         user_id = v.check_user_id(call.path["user_id"])
-        # TODO(terminate): the backend gains `terminate_user(app_id, user_id)` when signed-in users can
-        # be disconnected cluster-wide (pusher:error 4009 + close 4009); until then this is a no-op.
-        terminate = getattr(self.backend, "terminate_user", None)
-        if terminate is not None:
-            await terminate(app.id, user_id)
+        # Every gateway holding a socket signed in as this user closes it with 4009.
+        await self.backend.terminate_user(app.id, user_id)
         return {}
 
 

@@ -371,7 +371,7 @@ class TerminatingBackend(Backend):
 @pytest.fixture
 def terminating() -> Iterator[Harness]:
     mem = memory_backend()
-    backend = TerminatingBackend(mem.bus, mem.connections, mem.occupancy, mem.presence)
+    backend = TerminatingBackend(mem.bus, mem.connections, mem.occupancy, mem.presence, mem.users, mem.cache)
     backend.terminated = []
     yield from make_harness(backend)
 
