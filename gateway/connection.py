@@ -20,12 +20,14 @@ def new_socket_id() -> str:
 class Connection:
     __slots__ = (
         "app",
+        "authorized",
         "channels",
         "client_event_count",
         "client_event_window",
         "closed",
         "held",
         "last_seen",
+        "opened_at",
         "ping_sent_at",
         "sink",
         "socket_id",
@@ -41,10 +43,13 @@ class Connection:
         # channel -> frames that arrived while the subscription was being confirmed
         self.held: dict[str, list[tuple[bytes, bytes | None]]] = {}
         self.last_seen = now
+        self.opened_at = now
+        # Signed in, or subscribed to a private/presence channel (apps may require it, section 2.11).
+        self.authorized = False
         self.ping_sent_at: float | None = None
         self.client_event_window = 0.0
         self.client_event_count = 0
-        self.user: Any = None
+        self.user: Any = None  # gateway.users.SignedInUser once signed in
         self.closed = False
 
     def send(self, payload: bytes, wire: bytes | None = None) -> None:

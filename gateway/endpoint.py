@@ -134,6 +134,15 @@ class Gateway:
         """Ping silent sockets, close those that ignored the ping (reference section 1.6)."""
         idle_limit = self.activity_timeout_s
         for conn in list(self.connections.values()):
+            app = conn.app
+            if (app.enable_user_authentication and not conn.authorized
+                    and now - conn.opened_at >= app.user_authentication_timeout_s):
+                # Authorized connections (section 2.11): sign in or join a private channel in time.
+                message = "Connection not authorized within timeout."
+                conn.send(protocol.error(message, protocol.UNAUTHORIZED))
+                conn.sink.close(protocol.UNAUTHORIZED, message)
+                conn.authorized = True  # closing; don't report twice
+                continue
             if conn.ping_sent_at is None:
                 if now - conn.last_seen >= idle_limit:
                     conn.ping_sent_at = now

@@ -16,13 +16,17 @@ from typing import Any
 import orjson
 
 from gateway.connection import Connection
+from gateway.counts import SubscriptionCounts
 from gateway.hub import Hub
-from shared import metrics, protocol
+from gateway.users import UserSessions
+from shared import metrics, protocol, webhooks
 from shared.backend import Backend
 from shared.bus import BusUnavailable, Envelope
-from shared.channels import ChannelKind, channel_name_error, channel_type
+from shared.channels import SERVER_TO_USER_PREFIX, ChannelKind, channel_name_error, channel_type
+from shared.config import AppConfig
 from shared.signatures import auth_token_error, channel_string_to_sign
 from shared.state import Member, user_key
+from shared.webhooks import WebhookEvent
 
 log = logging.getLogger("herald.gateway")
 
@@ -37,6 +41,8 @@ class ProtocolHandler:
         self.backend = backend
         self.hub = hub
         self.clock = clock
+        self.users = UserSessions(self)
+        self.counts = SubscriptionCounts(self)
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -86,7 +92,7 @@ class ProtocolHandler:
             elif name == "pusher:unsubscribe":
                 await self.unsubscribe_message(conn, data)
             elif name == "pusher:signin":
-                self.error(conn, "User authentication is not enabled on this server", protocol.UNAUTHORIZED)
+                await self.users.signin(conn, data)
             elif name.startswith("client-"):
                 await self.client_event(conn, msg)
             else:
@@ -111,6 +117,10 @@ class ProtocolHandler:
             except Exception:
                 # Redis trouble: the node's lease and the reaper correct the shared state later.
                 log.warning("leave of %s failed on close", channel, exc_info=True)
+        try:
+            await self.users.close(conn)
+        except Exception:
+            log.warning("sign-out of %s failed on close", conn.socket_id, exc_info=True)
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -130,6 +140,11 @@ class ProtocolHandler:
                                            4009 if kind == "LimitReached" else 400)
         ctype = channel_type(channel)
         if ctype.kind is ChannelKind.SERVER_TO_USER:
+            # pusher-js subscribes to its own user's channel after sign-in; the socket already
+            # receives it (it joined the topic when it signed in), so this only confirms.
+            if conn.user is not None and channel == SERVER_TO_USER_PREFIX + conn.user.id:
+                conn.send(protocol.subscription_succeeded(channel))
+                return None
             return self.subscription_error(
                 conn, channel, "AuthError", "Sign in as this user before subscribing to its channel", 401
             )
@@ -162,7 +177,10 @@ class ProtocolHandler:
 
     def parse_member(self, conn: Connection, channel_data: str | None) -> Member | tuple[str, str, int]:
         if channel_data is None:
-            return ("AuthError", "Presence channels require channel_data with a user_id", 401)
+            if conn.user is not None:
+                # Section 2.11: a signed-in socket may omit channel_data; it joins as its user.
+                return Member(conn.user.id, conn.user.info)
+            return ("AuthError", "Presence channels require channel_data with a user_id (or sign in first)", 401)
         try:
             parsed = orjson.loads(channel_data)
         except orjson.JSONDecodeError:
@@ -199,7 +217,7 @@ class ProtocolHandler:
                         conn, channel, "LimitReached", f"Presence channel is full ({limit} members)", 4100
                     )
                 roster = protocol.presence_roster([(m.user_id, m.user_info) for m in result.members])
-            await self.backend.occupancy.add(app_id, channel, conn.socket_id)
+            count = await self.backend.occupancy.add(app_id, channel, conn.socket_id)
         except Exception:
             if joined_hub:
                 await self.hub.leave(conn, channel)
@@ -221,13 +239,51 @@ class ProtocolHandler:
             await self.leave(conn, channel)
             return
         metrics.SUBSCRIPTIONS.labels("ok").inc()
+        app = conn.app
+        ctype = channel_type(channel)
+        if ctype.needs_auth:
+            conn.authorized = True
         conn.send(protocol.subscription_succeeded(channel, roster))
+        if ctype.cache:
+            await self.replay_cache(conn, channel)
         conn.release(channel)
         if member is not None and result is not None and result.added:
             await self.publish_internal(
                 conn, channel, "pusher_internal:member_added",
                 protocol.member_added_data(member.user_id, member.user_info),
             )
+        events = []
+        if count == 1:
+            events.append(WebhookEvent(webhooks.CHANNEL_OCCUPIED, channel))
+        if member is not None and result is not None and result.added:
+            events.append(WebhookEvent(webhooks.MEMBER_ADDED, channel, user_id=member.user_id))
+        await self.webhook(app, events)
+        await self.counts.changed(app, channel, count)
+
+    async def replay_cache(self, conn: Connection, channel: str) -> None:
+        """Cache channels (section 2.8): the last event, or pusher:cache_miss, right after success."""
+        try:
+            cached = await self.backend.cache.get(conn.app.id, channel)
+        except Exception:
+            log.warning("cache read for %s failed", channel, exc_info=True)
+            return
+        if cached is not None:
+            conn.send(protocol.event(cached.event, cached.data, channel))
+            return
+        conn.send(protocol.event("pusher:cache_miss", None, channel))
+        await self.webhook(conn.app, [WebhookEvent(webhooks.CACHE_MISS, channel)])
+
+    async def webhook(self, app: AppConfig, events: list[WebhookEvent]) -> None:
+        """Queue webhook events the app subscribes to; never fails the protocol action."""
+        if not app.webhooks:
+            return
+        wanted = [e for e in events if webhooks.wants(app, e.name)]
+        if not wanted:
+            return
+        try:
+            await self.backend.webhooks.enqueue(app, wanted)
+        except Exception:
+            log.warning("could not queue %d webhook events for app %s", len(wanted), app.id, exc_info=True)
 
     async def confirm_again(self, conn: Connection, channel: str) -> None:
         if conn.channels.get(channel) is not None:
@@ -253,18 +309,26 @@ class ProtocolHandler:
         app_id = conn.app.id
         await self.hub.leave(conn, channel)
         failure: Exception | None = None
+        count: int | None = None
         try:
-            await self.backend.occupancy.remove(app_id, channel, conn.socket_id)
+            count = await self.backend.occupancy.remove(app_id, channel, conn.socket_id)
         except Exception as exc:
             # Keep going: the presence store must still record the leave (it repairs after outages).
             failure = exc
+        events = []
+        if count == 0:
+            events.append(WebhookEvent(webhooks.CHANNEL_VACATED, channel))
         if member is not None:
             removed = await self.backend.presence.leave(app_id, channel, conn.socket_id, member)
             if removed:
+                events.append(WebhookEvent(webhooks.MEMBER_REMOVED, channel, user_id=member.user_id))
                 await self.publish_internal(
                     None, channel, "pusher_internal:member_removed",
                     protocol.member_removed_data(member.user_id), app_id=app_id,
                 )
+        await self.webhook(conn.app, events)
+        if count is not None:
+            await self.counts.changed(conn.app, channel, count)
         if failure is not None:
             raise failure
 
@@ -314,10 +378,12 @@ class ProtocolHandler:
             return self.error(conn, "Client event rejected due to rate limit", code)
         member = conn.channels[channel]
         metrics.CLIENT_EVENTS.inc()
+        user_id = member.user_id if member is not None else None
         await self.backend.bus.publish(
             Envelope(
-                app.id, channel, name, data, exclude=conn.socket_id,
-                user_id=member.user_id if member is not None else None,
+                app.id, channel, name, data, exclude=conn.socket_id, user_id=user_id,
                 origin=self.backend.node_id, ts=time.time(),
             )
         )
+        await self.webhook(app, [WebhookEvent(webhooks.CLIENT_EVENT, channel, user_id=user_id, event=name,
+                                              data=data, socket_id=conn.socket_id)])

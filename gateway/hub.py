@@ -13,11 +13,13 @@ import time
 from gateway.connection import Connection
 from gateway.frames import text_frame
 from shared import metrics, protocol
+from shared.backend import TERMINATE_EVENT
 from shared.bus import Bus, Envelope
 
 log = logging.getLogger("herald.gateway")
 
 Topic = tuple[str, str]
+
 
 
 class Hub:
@@ -96,7 +98,13 @@ class Hub:
         members = self._members.get((env.app_id, env.channel))
         if not members:
             return
-        if env.user_id is not None:
+        if env.event == TERMINATE_EVENT:
+            self.terminate(members)
+            return
+        if env.channel.startswith(protocol.WATCH_PREFIX):
+            # Watchlist events are connection-level: no channel field (section 2.12).
+            payload = protocol.event(env.event, env.data)
+        elif env.user_id is not None:
             payload = protocol.event(env.event, env.data, env.channel, user_id=env.user_id)
         else:
             payload = protocol.event(env.event, env.data, env.channel)
@@ -110,3 +118,10 @@ class Hub:
         metrics.DELIVERIES.inc(sent)
         if env.ts:
             metrics.BUS_LAG.observe(max(0.0, time.time() - env.ts))
+
+    @staticmethod
+    def terminate(members: dict[str, Connection]) -> None:
+        """terminate_connections (section 6.8): close the user's signed-in sockets with 4009."""
+        for conn in list(members.values()):
+            conn.send(protocol.error("You got disconnected by the app.", protocol.UNAUTHORIZED))
+            conn.sink.close(protocol.UNAUTHORIZED, "You got disconnected by the app.")

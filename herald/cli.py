@@ -105,7 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host, port=args.port, activity_timeout_s=args.activity_timeout,
         pong_timeout_s=args.pong_timeout, drain_s=args.drain_seconds, log_level=args.log_level,
     )
-    node = Node(AppRegistry(apps), make_backend(args), settings, gateway=gateway, http_api=http_api)
+    registry = AppRegistry(apps)
+    backend = make_backend(args)
+    backend.apps = registry
+    node = Node(registry, backend, settings, gateway=gateway, http_api=http_api)
     log.info("herald %s listening on %s:%d (%s)", args.command, args.host, args.port,
              "redis" if args.redis_url else "in-memory")
     run(node, settings)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from shared.bus import Bus, Envelope
 from shared.bus_memory import MemoryBus
 from shared.channels import SERVER_TO_USER_PREFIX
+from shared.config import AppRegistry
 from shared.state import CacheStore, ConnectionStore, OccupancyStore, PresenceStore, UserStore
 from shared.state_memory import (
     MemoryCacheStore,
@@ -37,6 +38,8 @@ class Backend:
     cache: CacheStore
     node_id: str = field(default_factory=new_node_id)
     webhooks: WebhookQueue = field(default_factory=NullWebhookQueue)
+    # The apps this node serves; set by the process assembly (webhooks of reaped nodes need them).
+    apps: AppRegistry | None = None
 
     async def start(self) -> None:
         await self.bus.start()

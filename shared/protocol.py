@@ -82,3 +82,17 @@ def member_added_data(user_id: Any, user_info: Any) -> str:
 
 def member_removed_data(user_id: Any) -> str:
     return dumps({"user_id": user_id})
+
+
+# Watchlists (section 2.12): connection-level events; nodes route them on internal `#watch-{user}` topics.
+WATCH_PREFIX = "#watch-"
+WATCHLIST_EVENT = "pusher_internal:watchlist_events"
+
+
+def watchlist_events(online: list[str], offline: list[str]) -> str:
+    events: list[dict[str, Any]] = []
+    if online:
+        events.append({"name": "online", "user_ids": online})
+    if offline:
+        events.append({"name": "offline", "user_ids": offline})
+    return dumps({"events": events})

@@ -8,13 +8,15 @@ from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 
-from shared import protocol
+from shared import protocol, webhooks
 from shared.backend import Backend, new_node_id
 from shared.bus import BusUnavailable, Envelope
 from shared.redis_pubsub import RedisBus
 from shared.redis_state import NODE_LEASE_S, REAPER_INTERVAL_S, RedisState, Transitions
+from shared.webhooks import WebhookEvent
 
 log = logging.getLogger("herald.redis")
+
 
 DEFAULT_PREFIX = "herald"
 # Commands fail fast while Redis is away, so HTTP requests answer 503 instead of hanging.
@@ -36,6 +38,10 @@ class RedisBackend(Backend):
         await self.state.stop_node()
         await self.bus.close()
         await self.state.client.aclose()
+
+
+def watch_envelope(app_id: str, user: str, data: str, node_id: str, now: float) -> Envelope:
+    return Envelope(app_id, protocol.WATCH_PREFIX + user, protocol.WATCHLIST_EVENT, data, origin=node_id, ts=now)
 
 
 def _is_cluster(url: str) -> bool:
@@ -66,21 +72,47 @@ def redis_backend(
     bus = RedisBus(url, prefix, client, cluster)
     state = RedisState(client, prefix, node_id, lease_s=lease_s, reaper_interval_s=reaper_interval_s)
 
-    async def publish_presence(transitions: Transitions) -> None:
-        """Transitions found by a sync or the reaper reach clients like live joins and leaves."""
+    async def publish_transitions(transitions: Transitions) -> None:
+        """Transitions found by a sync or the reaper reach clients and webhooks like live ones."""
         now = time.time()
+        app_id = transitions.app_id
+        envelopes = [
+            Envelope(app_id, channel, "pusher_internal:member_removed", protocol.member_removed_data(m.user_id),
+                     origin=node_id, ts=now)
+            for channel, m in transitions.removed
+        ] + [
+            Envelope(app_id, channel, "pusher_internal:member_added",
+                     protocol.member_added_data(m.user_id, m.user_info), origin=node_id, ts=now)
+            for channel, m in transitions.added
+        ] + [
+            watch_envelope(app_id, user, protocol.watchlist_events([user], []), node_id, now)
+            for user in transitions.online
+        ] + [
+            watch_envelope(app_id, user, protocol.watchlist_events([], [user]), node_id, now)
+            for user in transitions.offline
+        ]
         try:
-            for channel, member in transitions.removed:
-                await bus.publish(Envelope(transitions.app_id, channel, "pusher_internal:member_removed",
-                                           protocol.member_removed_data(member.user_id), origin=node_id, ts=now))
-            for channel, member in transitions.added:
-                await bus.publish(Envelope(transitions.app_id, channel, "pusher_internal:member_added",
-                                           protocol.member_added_data(member.user_id, member.user_info),
-                                           origin=node_id, ts=now))
+            for envelope in envelopes:
+                await bus.publish(envelope)
         except BusUnavailable:
-            log.warning("could not publish %d presence transitions", len(transitions.removed))
+            log.warning("could not publish %d repair transitions for app %s", len(envelopes), app_id)
+        app = backend.apps.by_id(app_id) if backend.apps is not None else None
+        if app is None or not app.webhooks:
+            return
+        events = (
+            [WebhookEvent(webhooks.CHANNEL_OCCUPIED, c) for c in transitions.occupied]
+            + [WebhookEvent(webhooks.MEMBER_ADDED, c, user_id=m.user_id) for c, m in transitions.added]
+            + [WebhookEvent(webhooks.MEMBER_REMOVED, c, user_id=m.user_id) for c, m in transitions.removed]
+            + [WebhookEvent(webhooks.CHANNEL_VACATED, c) for c in transitions.vacated]
+        )
+        wanted = [e for e in events if webhooks.wants(app, e.name)]
+        if wanted:
+            try:
+                await backend.webhooks.enqueue(app, wanted)
+            except Exception:
+                log.warning("could not queue %d webhook events for app %s", len(wanted), app_id, exc_info=True)
 
-    state.add_transitions_listener(publish_presence)
     backend = RedisBackend(bus, state, state, state, state, state, node_id=node_id)
     backend.state = state
+    state.add_transitions_listener(publish_transitions)
     return backend

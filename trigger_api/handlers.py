@@ -92,11 +92,15 @@ class TriggerApi:
         count_request("unknown", 404)
         return error_response(404, f"Unknown API endpoint: {request.method} {request.url.path}")
 
-    async def publish(self, app_id: str, events: Sequence[v.EventSpec]) -> None:
+    async def publish(self, app: AppConfig, events: Sequence[v.EventSpec]) -> None:
+        app_id = app.id
         total = sum(len(e.channels) for e in events)
         done = 0
         for event in events:
             for channel in event.channels:
+                if channel_type(channel).cache:
+                    # Stored before publishing, so a client subscribing meanwhile gets it (section 2.8).
+                    await self.backend.cache.put(app_id, channel, event.name, event.data, app.cache_ttl_s)
                 envelope = Envelope(
                     app_id, channel, event.name, event.data,
                     exclude=event.socket_id, origin=self.backend.node_id, ts=time.time(),
@@ -156,7 +160,7 @@ class TriggerApi:
         info = None
         if event.info:
             [info] = await self.channel_attributes(app.id, [(event.channels, event.info)])
-        await self.publish(app.id, [event])
+        await self.publish(app, [event])
         return {"channels": info} if info is not None else {}
 
     async def trigger_batch(self, call: ApiCall) -> Any:
@@ -166,7 +170,7 @@ class TriggerApi:
         if any(e.info for e in events):
             per_item = await self.channel_attributes(app.id, [(e.channels, e.info) for e in events])
             infos = [item[e.channels[0]] if e.info else {} for e, item in zip(events, per_item, strict=True)]
-        await self.publish(app.id, events)
+        await self.publish(app, events)
         return {"batch": infos} if infos is not None else {}
 
     async def channels(self, call: ApiCall) -> Any:
@@ -199,8 +203,9 @@ class TriggerApi:
         if v.SUBSCRIPTION_COUNT in info:
             out[v.SUBSCRIPTION_COUNT] = subscriptions
         if v.CACHE in info:
-            # TODO(cache channels): the cached event and its remaining TTL once cache channels exist.
-            out[v.CACHE] = None
+            cached = await self.backend.cache.get(app.id, name)
+            out[v.CACHE] = None if cached is None else {"event": cached.event, "data": cached.data,
+                                                        "ttl": cached.ttl_s}
         return out
 
     async def users(self, call: ApiCall) -> Any:
