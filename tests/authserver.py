@@ -49,6 +49,7 @@ class AuthMode(StrEnum):
 class User:
     user_id: Any  # kept as given: a number stays a number in channel_data
     user_info: Any = None
+    watchlist: list[str] | None = None  # sent in the sign-in user_data
 
 
 @dataclass
@@ -91,9 +92,9 @@ class AuthServer:
         with self._lock:
             self._apps[app["key"]] = app
 
-    def set_user(self, client: str, user_id: Any, user_info: Any = None) -> None:
+    def set_user(self, client: str, user_id: Any, user_info: Any = None, watchlist: list[str] | None = None) -> None:
         with self._lock:
-            self._policy(client).user = User(user_id, user_info)
+            self._policy(client).user = User(user_id, user_info, watchlist)
 
     def set_mode(self, client: str, mode: AuthMode, channel: str | None = None) -> None:
         """Answer `client` with `mode`, for one channel or (channel=None) for all its channels."""
@@ -220,6 +221,8 @@ class AuthServer:
             user_data: dict[str, Any] = {"id": str(user.user_id)}
             if user.user_info is not None:
                 user_data["user_info"] = user.user_info
+            if user.watchlist is not None:
+                user_data["watchlist"] = user.watchlist
             secret = "not-the-secret" if mode is AuthMode.BAD_SIGNATURE else None
             status, body = 200, self._sdk(key, secret).authenticate_user(socket_id, user_data)
         with self._lock:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,6 +14,27 @@ import redis
 from tests.helpers import free_port
 
 STARTUP_TIMEOUT_S = 10
+
+
+CLUSTER_BUS_OFFSET = 10000
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too; Redis refuses ports above 55535."""
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        if _can_bind(port) and _can_bind(port + CLUSTER_BUS_OFFSET):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def redis_binary() -> str:
@@ -27,7 +50,7 @@ class RedisServer:
 
     def __init__(self, workdir: Path, port: int | None = None, cluster: bool = False) -> None:
         self.workdir = workdir
-        self.port = port or free_port()
+        self.port = port or (free_cluster_port() if cluster else free_port())
         self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -7,18 +7,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pusher
 import pusher.errors
 import pytest
-from pusher.http import POST, Request
 
+from tests import clusterutil
 from tests.authserver import AuthServer
-from tests.helpers import HeraldProcess, start_herald
+from tests.clusterutil import REAP_DEADLINE_S, Cluster, start_cluster, trigger_with_info, until, users_of
 from tests.pusherjs import NodeDriver, PusherJsClient
 from tests.rawclient import open_raw, unique
 from tests.redis_server import RedisClusterFixture, RedisServer
@@ -29,42 +27,11 @@ pytest_plugins = ["tests.wsfixtures"]
 APP = {"id": "21", "key": "cluster-key", "secret": "cluster-secret", "enable_client_messages": True}
 QUOTA_APP = {"id": "22", "key": "quota-key", "secret": "quota-secret", "max_connections": 2}
 APPS = [APP, QUOTA_APP]
-LEASE_S = 3.0
-REAPER_S = 1.0
-# Lease and reaper interval plus a margin for a loaded 2-core CI machine.
-REAP_DEADLINE_S = LEASE_S + REAPER_S + 10
-
-
-@dataclass
-class Cluster:
-    redis: RedisServer | RedisClusterFixture
-    gateways: list[HeraldProcess]
-    api: HeraldProcess
-    tmp: Path
-
-    def sdk(self) -> pusher.Pusher:
-        return pusher.Pusher(app_id=APP["id"], key=APP["key"], secret=APP["secret"],
-                             host="127.0.0.1", port=self.api.port, ssl=False, timeout=10)
-
-    def stop(self) -> None:
-        for proc in [*self.gateways, self.api]:
-            proc.stop()
-        self.redis.stop()
-
-
-def start_cluster(tmp: Path, redis: RedisServer | RedisClusterFixture, gateways: int = 3,
-                  prefix: str = "herald") -> Cluster:
-    common = ["--redis-url", redis.url, "--redis-prefix", prefix, "--node-lease", str(LEASE_S),
-              "--reaper-interval", str(REAPER_S), "--drain-seconds", "0.2", "--log-level", "warning"]
-    procs = [start_herald(tmp, apps=APPS, command="gateway", extra_args=common, name=f"gw{i}")
-             for i in range(gateways)]
-    api = start_herald(tmp, apps=APPS, command="trigger-api", extra_args=common, name="api")
-    return Cluster(redis, procs, api, tmp)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = start_cluster(tmp_path, RedisServer(tmp_path).start())
+    made = start_cluster(tmp_path, RedisServer(tmp_path).start(), APPS)
     try:
         yield made
     finally:
@@ -78,37 +45,9 @@ def cluster_auth(auth_server: AuthServer) -> AuthServer:
     return auth_server
 
 
-async def until(check: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
-    """Wait for a condition only observable by asking (an HTTP query): poll it until the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def join_presence(node: NodeDriver, auth: AuthServer, name: str, port: int, user: str,
                         channel: str) -> PusherJsClient:
-    auth.set_user(name, user, {"name": user})
-    client = await node.connect(name, APP["key"], port, auth=auth)
-    await client.subscribe(channel)
-    return client
-
-
-def trigger_with_info(sdk: pusher.Pusher, channels: list[str], name: str, data: str, info: str) -> Any:
-    """pusher-http-python's trigger() has no `info` argument; its Request class signs and sends it."""
-    client = sdk._pusher_client
-    params = {"name": name, "channels": channels, "data": data, "info": info}
-    return client.http.send_request(Request(client, POST, f"/apps/{client.app_id}/events", params))
-
-
-def users_of(cluster: Cluster, channel: str) -> list[str]:
-    return sorted(u["id"] for u in cluster.sdk().users_info(channel)["users"])
+    return await clusterutil.join_presence(node, auth, name, port, user, channel, APP["key"])
 
 
 async def test_presence_is_cluster_wide_and_a_user_on_two_nodes_counts_once(
@@ -316,7 +255,7 @@ async def test_redis_outage_keeps_clients_and_repairs_presence(
 @pytest.fixture
 def redis_cluster_herald(tmp_path: Path) -> Iterator[Cluster]:
     redis = RedisClusterFixture(tmp_path).start()
-    made = start_cluster(tmp_path, redis, gateways=2, prefix="hc")
+    made = start_cluster(tmp_path, redis, APPS, gateways=2, prefix="hc")
     try:
         yield made
     finally:
