@@ -10,8 +10,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.authserver import AuthServer
 from tests.helpers import HeraldProcess, start_herald
 from tests.pusherjs import NodeDriver, PusherJsClient
@@ -162,6 +160,19 @@ async def test_pusherjs_reconnects_after_restart_on_same_port(tmp_path: Path, no
             await stop(second)
 
 
-@pytest.mark.skip(reason="needs a server-side 4009 close: signin + terminate_connections are a later issue")
-async def test_pusherjs_does_not_reconnect_after_4009() -> None:
-    raise NotImplementedError
+async def test_pusherjs_does_not_reconnect_after_4009(tmp_path: Path, node: NodeDriver) -> None:
+    # A 4009 close without sign-in: an app requiring authorized connections closes a socket that
+    # neither signs in nor joins a private channel within its timeout.
+    app = {"id": "21", "key": "key-authz", "secret": "secret-authz",
+           "enable_user_authentication": True, "user_authentication_timeout_s": 1}
+    herald = await asyncio.to_thread(start_herald, tmp_path, apps=[app], name="authz")
+    try:
+        a = await node.connect("a", app["key"], herald.port)
+        error = await a.wait_error(timeout=5)
+        assert error["error"]["data"]["code"] == 4009, a.history()
+        await a.wait_state("disconnected")
+        await asyncio.sleep(1.5)  # pusher-js retries after at most 1 s when it retries at all
+        assert [r for r in a.reports[a.cursor :] if r["type"] == "state"] == [], a.history()
+        assert (await a.query_state())["state"] == "disconnected"
+    finally:
+        await stop(herald)
