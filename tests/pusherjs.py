@@ -241,7 +241,13 @@ class NodeDriver:
             asyncio.create_task(self._read_stdout()),
             asyncio.create_task(self._read_stderr()),
         ]
-        await asyncio.wait_for(self._ready, 15)
+        try:
+            await asyncio.wait_for(self._ready, 20)
+        except TimeoutError:
+            await self.__aexit__(None, None, None)
+            raise DriverError(
+                f"driver not ready after 20 s (exit code {self.proc.returncode}); stderr:\n{self.stderr_tail()}"
+            ) from None
         return self
 
     async def __aexit__(self, *exc: object) -> None:
