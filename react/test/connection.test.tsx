@@ -1,7 +1,15 @@
 import { useEffect } from 'react';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type Pusher from 'pusher-js';
-import { HeraldProvider, useChannel, useChannelStatus, useConnectionState, useEvent, usePresenceChannel } from '../src';
+import {
+  HeraldProvider,
+  useChannel,
+  useChannelStatus,
+  useConnectionState,
+  useEvent,
+  usePresenceChannel,
+  useUser,
+} from '../src';
 import { startHerald, type HeraldServer } from './helpers/herald';
 import { startAuthServer, type AuthServer } from './helpers/auth';
 import { makeClient, serverSdk } from './helpers/clients';
@@ -43,6 +51,11 @@ function Room() {
   return <span data-testid="room">{subscribed ? String(count) : 'out'}</span>;
 }
 
+function Account() {
+  const { user } = useUser();
+  return <span data-testid="account">{user ? user.id : 'signed out'}</span>;
+}
+
 describe('useConnectionState', () => {
   it('shows connected, then connecting/unavailable while the server is down, then connected again', async () => {
     // unavailableTimeout shortened from pusher-js's 10 s so the test stays quick.
@@ -54,16 +67,18 @@ describe('useConnectionState', () => {
         <Badge history={history} />
         <Feed log={log} />
         <Room />
+        <Account />
       </HeraldProvider>,
     );
     await waitFor(() => view!.text('badge') === 'connected' && view!.text('feed') === 'subscribed');
-    await waitFor(() => view!.text('room') === '1');
+    await waitFor(() => view!.text('room') === '1' && view!.text('account') === 'u1');
 
     // Crash the server (no goodbye frame), keep it down past unavailableTimeout.
     await herald.stop('SIGKILL');
     await waitFor(() => view!.text('badge') === 'unavailable', { timeout: 10_000 });
     expect(view.text('feed')).toBe('pending');
     expect(view.text('room')).toBe('out');
+    expect(view.text('account')).toBe('signed out');
 
     // Same port, fresh process: pusher-js reconnects and resubscribes by itself.
     // Its retry after a refused connection waits for the attempt's 15 s
@@ -71,6 +86,8 @@ describe('useConnectionState', () => {
     await herald.start();
     await waitFor(() => view!.text('badge') === 'connected', { timeout: 20_000 });
     await waitFor(() => view!.text('feed') === 'subscribed' && view!.text('room') === '1');
+    // pusher-js signs in again after reconnecting.
+    await waitFor(() => view!.text('account') === 'u1');
 
     expect(history[0]).toBe('connecting');
     const firstConnected = history.indexOf('connected');

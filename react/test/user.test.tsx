@@ -14,9 +14,6 @@ let sdk: PusherServer;
 let wire: ReturnType<typeof recordSentFrames>;
 const clients: Pusher[] = [];
 const views: Mounted[] = [];
-/** Whether this Herald answers pusher:signin at all (user authentication is a later milestone). */
-let signinSupported = false;
-let signinProbe = '';
 
 function user(userId: string, extra: Partial<ClientOptions> = {}): Pusher {
   const client = makeClient({ heraldPort: herald.port, authUrl: auth.url, userId, userName: userId, ...extra });
@@ -24,31 +21,10 @@ function user(userId: string, extra: Partial<ClientOptions> = {}): Pusher {
   return client;
 }
 
-/**
- * Signs a bare pusher-js client in and looks at the answer. Only the explicit
- * "not enabled" refusal counts as unsupported: any other outcome runs the
- * sign-in tests, so a broken implementation fails them instead of skipping.
- */
-async function probeSignin(): Promise<void> {
-  const probe = user('probe');
-  let refusal = '';
-  probe.connection.bind('error', (error: { data?: { message?: string } }) => {
-    refusal = error?.data?.message ?? '';
-  });
-  probe.signin();
-  await waitFor(() => probe.user.user_data !== null || refusal !== '', { timeout: 5000 }).catch(() => undefined);
-  signinProbe = probe.user.user_data ? 'signed in' : refusal || 'no answer';
-  signinSupported = !/not enabled/i.test(refusal);
-  probe.disconnect();
-}
-
 beforeAll(async () => {
   [herald, auth] = await Promise.all([startHerald(), startAuthServer()]);
   sdk = serverSdk(herald.port);
   wire = recordSentFrames();
-  await probeSignin();
-  wire.frames.length = 0;
-  delete auth.calls['/pusher/user-auth'];
 });
 
 afterEach(() => {
@@ -86,7 +62,8 @@ describe('useUser', () => {
     );
     views.push(view);
     await waitFor(() => wire.count('pusher:signin') === 1);
-    await sleep(300);
+    await waitFor(() => view.container.textContent === 'in as alice; online: -'.repeat(2));
+    await sleep(200);
     expect(auth.calls['/pusher/user-auth']).toHaveLength(1);
     expect(auth.calls['/pusher/user-auth']![0].socket_id).toBe(alice.connection.socket_id);
     const frame = wire.frames.find((f) => f.event === 'pusher:signin')!;
@@ -127,26 +104,44 @@ describe('useUser', () => {
     expect(auth.calls['/pusher/user-auth'] ?? []).toHaveLength(0);
   });
 
-  // Needs pusher:signin on the server (a later issue); runs by itself once Herald answers it.
-  it('is signed in, receives user events and follows the watchlist', async (context) => {
-    context.skip(!signinSupported, `Herald refused pusher:signin: ${signinProbe}`);
+  it('signs in, receives user events and follows the watchlist', async () => {
+    // Carol is online before Alice signs in; Bob comes and goes afterwards.
+    const carol = user('carol');
+    const carolView = mount(
+      <HeraldProvider client={carol}>
+        <Me />
+      </HeraldProvider>,
+    );
+    views.push(carolView);
+    await waitFor(() => carolView.text('me') === 'in as carol; online: -');
+
     const alice = user('alice', { watchlist: ['bob', 'carol'] });
     const notes: unknown[] = [];
     function Inbox() {
       useUserEvent<{ text: string }>('note', (data) => notes.push(data));
       return null;
     }
-    const aliceView = mount(
-      <HeraldProvider client={alice}>
-        <Me watch={['bob', 'carol']} />
-        <Inbox />
-      </HeraldProvider>,
+    const Page = ({ late }: { late: boolean }) => (
+      <StrictMode>
+        <HeraldProvider client={alice}>
+          <Me watch={['bob', 'carol']} />
+          <Inbox />
+          {late && (
+            <span data-testid="late">
+              <Me watch={['bob', 'carol']} />
+            </span>
+          )}
+        </HeraldProvider>
+      </StrictMode>
     );
+    const aliceView = mount(<Page late={false} />);
     views.push(aliceView);
-    await waitFor(() => aliceView.text('me') === 'in as alice; online: -');
+    await waitFor(() => aliceView.text('me') === 'in as alice; online: carol');
+    expect(wire.count('pusher:signin')).toBe(2);
 
     await sdk.sendToUser('alice', 'note', { text: 'hello' });
     await waitFor(() => notes.length === 1);
+    await sleep(100);
     expect(notes).toEqual([{ text: 'hello' }]);
 
     const bob = user('bob');
@@ -157,17 +152,14 @@ describe('useUser', () => {
     );
     views.push(bobView);
     await waitFor(() => bobView.text('me')?.startsWith('in as bob'));
-    await waitFor(() => aliceView.text('me') === 'in as alice; online: bob');
+    await waitFor(() => aliceView.text('me') === 'in as alice; online: bob,carol');
+
+    // A component mounting now still knows who is online (the events came before it).
+    aliceView.render(<Page late />);
+    await waitFor(() => aliceView.text('late') === 'in as alice; online: bob,carol');
 
     bob.disconnect();
-    await waitFor(() => aliceView.text('me') === 'in as alice; online: -');
-  });
-});
-
-describe('signin probe', () => {
-  it('records what the server answered to pusher:signin', () => {
-    // Printed so CI logs show why the signed-in test ran or was skipped.
-    console.info(`pusher:signin probe: ${signinProbe} (signed-in tests ${signinSupported ? 'run' : 'skipped'})`);
-    expect(signinProbe).not.toBe('');
+    await waitFor(() => aliceView.text('me') === 'in as alice; online: carol');
+    expect(aliceView.text('late')).toBe('in as alice; online: carol');
   });
 });
