@@ -5,6 +5,7 @@ interface Entry {
   channel: Channel;
   users: number;
   releaseTimer: ReturnType<typeof setTimeout> | undefined;
+  onError: () => void;
 }
 
 /**
@@ -39,7 +40,17 @@ export class ChannelRegistry {
       return existing.channel;
     }
     const channel = this.client.subscribe(name);
-    this.entries.set(name, { channel, users: 1, releaseTimer: undefined });
+    // A server that refuses a subscription answers pusher:subscription_error
+    // (Herald, soketi). pusher-js then leaves the channel "pending" for good:
+    // unsubscribing only marks it cancelled and subscribing again only
+    // un-cancels it, so it would never be retried. Clear the flag, as pusher-js
+    // itself does when the auth endpoint fails, so that the last release drops
+    // the channel and the next acquire really subscribes again.
+    const onError = (): void => {
+      channel.subscriptionPending = false;
+    };
+    channel.bind('pusher:subscription_error', onError);
+    this.entries.set(name, { channel, users: 1, releaseTimer: undefined, onError });
     return channel;
   }
 
@@ -52,6 +63,7 @@ export class ChannelRegistry {
       entry.releaseTimer = undefined;
       if (entry.users === 0 && this.entries.get(name) === entry) {
         this.entries.delete(name);
+        entry.channel.unbind('pusher:subscription_error', entry.onError);
         this.client.unsubscribe(name);
       }
     }, this.releaseDelay);

@@ -226,6 +226,19 @@ describe('useChannelStatus', () => {
     await waitFor(() => view!.text('private')?.startsWith('failed'));
     expect(auth.calls['/pusher/bad-auth']?.length).toBe(1);
     expect(await channelInfo(sdk, 'private-refused')).toMatchObject({ occupied: false });
+
+    // Mounting it again later tries again (pusher-js alone would keep the
+    // refused channel "pending" forever and never ask again).
+    view.render(<HeraldProvider client={pusher}>{null}</HeraldProvider>);
+    await sleep(50);
+    view.render(
+      <HeraldProvider client={pusher}>
+        <Private />
+      </HeraldProvider>,
+    );
+    await waitFor(() => auth.calls['/pusher/bad-auth']?.length === 2);
+    await waitFor(() => view!.text('private')?.startsWith('failed'));
+    expect(wire.count('pusher:subscribe', 'private-refused')).toBe(2);
   });
 });
 
