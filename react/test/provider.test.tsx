@@ -1,5 +1,7 @@
 import { StrictMode, useEffect } from 'react';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { hydrateRoot } from 'react-dom/client';
+import { renderToString } from 'react-dom/server';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import Pusher from 'pusher-js';
 import type PusherServer from 'pusher';
 import PusherWithEncryption from 'pusher-js/dist/web/pusher-with-encryption.js';
@@ -82,6 +84,34 @@ describe('HeraldProvider', () => {
     view.unmount();
     expect(client.connection.state).toBe('disconnected');
     await waitFor(() => sockets[0].readyState === NativeWebSocket.CLOSED);
+  });
+
+  it('hydrates server-rendered markup without a mismatch, then connects', async () => {
+    const tree = (
+      <HeraldProvider appKey={APP.key} options={options()}>
+        <Probe />
+      </HeraldProvider>
+    );
+    const html = renderToString(tree);
+    expect(html).toBe('<span data-testid="state">initialized</span>');
+    expect(sockets).toHaveLength(0);
+
+    const container = document.createElement('div');
+    container.innerHTML = html;
+    document.body.appendChild(container);
+    const errors = vi.spyOn(console, 'error');
+    const recoverable: unknown[] = [];
+    const root = hydrateRoot(container, tree, { onRecoverableError: (error) => recoverable.push(error) });
+    try {
+      await waitFor(() => container.textContent === 'connected');
+      expect(recoverable).toEqual([]);
+      expect(errors).not.toHaveBeenCalled();
+      expect(sockets).toHaveLength(1);
+    } finally {
+      errors.mockRestore();
+      root.unmount();
+      container.remove();
+    }
   });
 
   it('never disconnects a client it was given', async () => {
