@@ -85,6 +85,10 @@ class Processes:
         self.procs.append((name, proc))
         return proc
 
+    def pids(self) -> set[int]:
+        """This process and every child started here (to tell our CPU use from other processes')."""
+        return {os.getpid(), *(proc.pid for _, proc in self.procs)}
+
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.workdir / f"{name}.log"
         if not path.exists():
@@ -239,6 +243,53 @@ def summarize_profile(path: Path, top: int = 12) -> str:
     return "\n".join(lines)
 
 
+def export_rev(rev: str, workdir: Path) -> str:
+    """A clean copy of Herald's server packages at git revision `rev` (for --herald-rev), so a run does
+    not pick up uncommitted edits in the working tree."""
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True,
+                         check=True, timeout=10).stdout.strip()
+    dest = workdir / f"herald-{sha}"
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", sha, "herald", "gateway", "shared", "trigger_api"],
+                             capture_output=True, check=True, timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
+    (dest / "SNAPSHOT").write_text(f"commit {sha}\n")
+    return str(dest)
+
+
+def herald_code(src: str | None) -> str:
+    """Which Herald code a run used: a --herald-src dir, or this checkout's commit (+ dirty flag)."""
+    if src:
+        snap = Path(src) / "SNAPSHOT"
+        return (f"clean export of {snap.read_text().strip()}" if snap.exists() else f"{src} (--herald-src)")
+    try:
+        sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "herald", "gateway",
+                                "shared", "trigger_api"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"checkout at {sha}" + (" + uncommitted server-code changes" if dirty.strip() else "")
+
+
+def redis_info(url: str, section: str) -> dict[str, str]:
+    host, port = url.removeprefix("redis://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(f"INFO {section}\r\n".encode())
+        data = b""
+        while True:
+            data += s.recv(65536)
+            head, _, rest = data.partition(b"\r\n")
+            if head.startswith(b"$") and len(rest) >= int(head[1:]):
+                break
+    out = {}
+    for line in rest.decode().splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out[k] = v
+    return out
+
+
 # -- /proc readings ----------------------------------------------------------------------------
 
 
@@ -263,25 +314,33 @@ def machine_load() -> str:
     return f"loadavg {one:.2f} {five:.2f} {fifteen:.2f}, {os.cpu_count()} cores"
 
 
+def cpu_snapshot(exclude: set[int]) -> dict[int, tuple[float, str]]:
+    """CPU seconds of every process on the machine except `exclude`."""
+    out: dict[int, tuple[float, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            name = stat[stat.index("(") + 1: stat.rindex(")")]
+            out[int(entry)] = (cpu_seconds(int(entry)), name)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def foreign_cpu(before: dict[int, tuple[float, str]], after: dict[int, tuple[float, str]]) -> float:
+    """CPU seconds other processes used between two snapshots (new processes count from zero; processes
+    that exited in between are missed, so this is a lower bound)."""
+    return sum(cpu - before.get(pid, (0.0, ""))[0] for pid, (cpu, _) in after.items())
+
+
 def busy_processes(exclude: set[int], min_pct: float = 5.0, window_s: float = 1.0) -> list[str]:
     """Other processes using CPU right now (to report concurrent load honestly)."""
-    def snapshot() -> dict[int, tuple[float, str]]:
-        out: dict[int, tuple[float, str]] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) in exclude:
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-                name = stat[stat.index("(") + 1: stat.rindex(")")]
-                out[int(entry)] = (cpu_seconds(int(entry)), name)
-            except (OSError, ValueError):
-                continue
-        return out
-
-    before = snapshot()
+    before = cpu_snapshot(exclude)
     time.sleep(window_s)
-    after = snapshot()
+    after = cpu_snapshot(exclude)
     busy = []
     for pid, (cpu, name) in after.items():
         if pid in before:
@@ -289,6 +348,24 @@ def busy_processes(exclude: set[int], min_pct: float = 5.0, window_s: float = 1.
             if pct >= min_pct:
                 busy.append(f"{name}[{pid}] {pct:.0f}%")
     return busy
+
+
+def wait_for_quiet(max_wait_s: float, threshold_pct: float = 20.0) -> None:
+    """Wait (at most max_wait_s) until other processes use under threshold_pct CPU over 2 s."""
+    if max_wait_s <= 0:
+        return
+    deadline = time.monotonic() + max_wait_s
+    me = {os.getpid()}
+    while True:
+        before = cpu_snapshot(me)
+        time.sleep(2.0)
+        used = 100 * foreign_cpu(before, cpu_snapshot(me)) / 2.0
+        if used < threshold_pct:
+            return
+        if time.monotonic() > deadline:
+            print(f"# machine still busy ({used:.0f}% CPU used by other processes) after waiting "
+                  f"{max_wait_s:.0f}s; measuring anyway", file=sys.stderr)
+            return
 
 
 def percentile(sorted_values: Any, q: float) -> float:

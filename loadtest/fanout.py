@@ -52,14 +52,24 @@ async def worker_main(args: argparse.Namespace) -> None:
     last = [-1] * (n_subs * lanes)  # last seq seen per (subscriber, lane)
     latencies = array.array("d")
     cache: dict[bytes, tuple[int, int, float]] = {}
-    st = {"received": 0, "dup": 0, "ooo": 0, "errors": 0, "other": 0, "first": 0.0, "last": 0.0,
-          "expected": expected, "done": False}
+    # Hot-path counters live in closure cells (cheaper than dict or attribute updates per delivery).
+    received = dup = ooo = 0
+    last_recv = 0.0
+    done = False
+    st = {"errors": 0, "other": 0}
     subscribed: list[asyncio.Future[None]] = []
     clients: list[c.WsClient] = []
     out = sys.stdout
     sub_msg = c.subscribe_message(CHANNEL)
 
+    def report_done() -> None:
+        nonlocal done
+        done = True
+        out.write("done\n")
+        out.flush()
+
     def on_frame(client: c.WsClient, opcode: int, payload: bytes, now: float) -> None:
+        nonlocal received, dup, ooo, last_recv
         info = cache.get(payload)
         if info is None:
             if not payload.startswith(BENCH_PREFIX):
@@ -72,23 +82,18 @@ async def worker_main(args: argparse.Namespace) -> None:
         i = client.index
         k = i * m + seq
         if seen[k]:
-            st["dup"] += 1
+            dup += 1
         else:
             seen[k] = 1
         k = i * lanes + lane
         if seq < last[k]:
-            st["ooo"] += 1
+            ooo += 1
         else:
             last[k] = seq
-        n = st["received"] + 1
-        st["received"] = n
-        if n == 1:
-            st["first"] = now
-        st["last"] = now
-        if n >= st["expected"] and not st["done"]:
-            st["done"] = True
-            out.write("done\n")
-            out.flush()
+        received += 1
+        last_recv = now
+        if received >= expected and not done:
+            report_done()
 
     def on_control(client: c.WsClient, opcode: int, payload: bytes) -> None:
         if opcode != 1 or c.answer_pusher_ping(client, payload):
@@ -133,11 +138,9 @@ async def worker_main(args: argparse.Namespace) -> None:
         if not line or line[0] == "finish":
             break
         if line[0] == "expect":
-            st["expected"] = n_subs * int(line[1])
-            if st["received"] >= st["expected"] and not st["done"]:
-                st["done"] = True
-                out.write("done\n")
-                out.flush()
+            expected = n_subs * int(line[1])
+            if received >= expected and not done:
+                report_done()
     # Distinct subscribers that got each seq, for the parent's missing count.
     per_seq = array.array("I", [0]) * m
     for i in range(n_subs):
@@ -147,8 +150,7 @@ async def worker_main(args: argparse.Namespace) -> None:
                 per_seq[s] += 1
     Path(args.out).write_bytes(latencies.tobytes())
     Path(args.out + ".seq").write_bytes(per_seq.tobytes())
-    result = {k: st[k] for k in ("received", "dup", "ooo", "errors", "other", "first", "last")}
-    result["subscribers"] = n_subs
+    result = {"received": received, "dup": dup, "ooo": ooo, "last": last_recv, "subscribers": n_subs, **st}
     out.write("result " + json.dumps(result) + "\n")
     out.flush()
     for client in clients:
@@ -306,8 +308,8 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
     print(f"# fanout: {args.subscribers} subscribers, {args.events} events, rate "
           f"{args.rate or 'max'}/s, concurrency {args.concurrency}, batch {args.batch}, "
           f"{args.client_procs} subscriber processes, http client {args.http}")
-    if args.herald_src:
-        print(f"# Herald code from {args.herald_src}")
+    print(f"# Herald code: {c.herald_code(args.herald_src)}; {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    c.wait_for_quiet(args.wait_quiet)
     print(f"# before start: {c.machine_load()}; other busy processes: "
           f"{', '.join(c.busy_processes({os.getpid()})) or 'none'}")
     wd = procs.workdir
@@ -353,6 +355,7 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
         profilers = {k: c.start_profiler(procs, k, pids[k]) for k in ("gateway0", "gateway1", "trigger-api")}
         await asyncio.sleep(1.0)  # py-spy attaches
     cpu0 = {k: c.cpu_seconds(p) for k, p in pids.items()}
+    others0 = c.cpu_snapshot(procs.pids())
     w0 = time.time()
     pub = await publish(args, api_port, args.events, EVENT, time.monotonic() + args.max_seconds)
     ok_events = pub["sent"] - len(pub["failed"])
@@ -365,6 +368,7 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
         timed_out = True
     w1 = time.time()
     cpu1 = {k: c.cpu_seconds(p) for k, p in pids.items()}
+    others = c.foreign_cpu(others0, c.cpu_snapshot(procs.pids()))
     profiles = {k: c.stop_profiler(h) for k, h in profilers.items()}
     procs.check_alive()
 
@@ -420,6 +424,8 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
         print(f"  {k:<18} {used:7.2f} s  {100 * used / cpu_window:5.0f}%")
     total = sum(cpu1[k] - cpu0[k] for k in pids)
     print(f"  {'total':<18} {total:7.2f} s  {100 * total / cpu_window:5.0f}%")
+    print(f"  {'other processes':<18} {others:7.2f} s  {100 * others / cpu_window:5.0f}%  (not this benchmark: "
+          f"concurrent load on the machine)")
     print(f"# after run: {c.machine_load()}")
     for k, path in profiles.items():
         if path is not None:
@@ -450,6 +456,11 @@ def parse_args() -> argparse.Namespace:
                    help="seconds to wait for deliveries after the last publish")
     p.add_argument("--herald-src", metavar="DIR",
                    help="run Herald from another checkout (put on PYTHONPATH), e.g. to compare a patch")
+    p.add_argument("--herald-rev", metavar="REV",
+                   help="run Herald as committed at git revision REV (a clean `git archive` export), ignoring "
+                        "uncommitted changes in the working tree")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                   help="first wait up to S seconds for other processes to use under 20%% CPU")
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with logs (and profiles)")
     p.add_argument("--profile", action="store_true",
                    help="sample the gateways and trigger-api with py-spy during the measured window "
@@ -473,6 +484,8 @@ def main() -> None:
         return
     c.raise_nofile(args.subscribers + 1024)
     with c.bench_environment("fanout", keep=args.keep_logs or args.profile) as procs:
+        if args.herald_rev:
+            args.herald_src = c.export_rev(args.herald_rev, procs.workdir)
         try:
             uvloop.run(run(args, procs))
         except KeyboardInterrupt:
