@@ -19,6 +19,7 @@ from shared.config import (
     default_app_from_env,
     load_apps_file,
 )
+from shared.webhook_queue import DEFAULT_WORKERS
 
 log = logging.getLogger("herald")
 
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds to wait for a reply to that ping before close 4201 (HERALD_PONG_TIMEOUT)")
         p.add_argument("--drain-seconds", type=float, default=float(_env("DRAIN_SECONDS", "3") or 3),
                        help="on SIGTERM, spread 4200 closes over this many seconds (HERALD_DRAIN_SECONDS)")
+        p.add_argument("--webhook-workers", type=int,
+                       default=int(_env("WEBHOOK_WORKERS", str(DEFAULT_WORKERS)) or DEFAULT_WORKERS),
+                       help="concurrent webhook deliveries in this process; 0 turns delivery off here "
+                            "(with Redis, other processes still deliver what this one queues) "
+                            f"(HERALD_WEBHOOK_WORKERS, default {DEFAULT_WORKERS})")
         p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
                        choices=["critical", "error", "warning", "info", "debug"])
     return parser
@@ -80,13 +86,14 @@ def load_apps(apps_file: str | None) -> list[AppConfig]:
     return [app]
 
 
-def make_backend(args: argparse.Namespace) -> Backend:
+def make_backend(args: argparse.Namespace, registry: AppRegistry) -> Backend:
     if not args.redis_url:
-        return memory_backend()
+        return memory_backend(registry, webhook_workers=args.webhook_workers)
     from shared.redis_backend import redis_backend
 
     return redis_backend(args.redis_url, prefix=args.redis_prefix, lease_s=args.node_lease,
-                         reaper_interval_s=args.reaper_interval)
+                         reaper_interval_s=args.reaper_interval, apps=registry,
+                         webhook_workers=args.webhook_workers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"herald: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.webhook_workers < 0:
+        print("herald: --webhook-workers must be 0 or more", file=sys.stderr)
+        return 2
     gateway, http_api, _ = ROLES[args.command]
     if not args.redis_url and args.command != "serve":
         log.warning("%s without --redis-url runs with an in-memory bus: it can't reach other processes",
@@ -106,8 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pong_timeout_s=args.pong_timeout, drain_s=args.drain_seconds, log_level=args.log_level,
     )
     registry = AppRegistry(apps)
-    backend = make_backend(args)
-    backend.apps = registry
+    backend = make_backend(args, registry)
     node = Node(registry, backend, settings, gateway=gateway, http_api=http_api)
     log.info("herald %s listening on %s:%d (%s)", args.command, args.host, args.port,
              "redis" if args.redis_url else "in-memory")

@@ -18,7 +18,9 @@ from shared.state_memory import (
     MemoryPresenceStore,
     MemoryUserStore,
 )
+from shared.webhook_queue import DEFAULT_WORKERS
 from shared.webhooks import NullWebhookQueue, WebhookQueue
+from shared.webhooks_memory import memory_webhook_queue
 
 # A bus control message: gateways close the user's signed-in sockets with 4009 instead of relaying it.
 TERMINATE_EVENT = "pusher_internal:terminate_connections"
@@ -58,8 +60,13 @@ class Backend:
         )
 
 
-def memory_backend() -> Backend:
+def memory_backend(apps: AppRegistry | None = None, webhook_workers: int = DEFAULT_WORKERS) -> Backend:
+    """One process's backend. Webhooks are queued and delivered in memory by `webhook_workers`
+    concurrent deliveries; 0 turns webhooks off (nothing else could deliver them)."""
+    webhooks: WebhookQueue = (
+        memory_webhook_queue(apps, workers=webhook_workers) if webhook_workers > 0 else NullWebhookQueue()
+    )
     return Backend(
         MemoryBus(), MemoryConnectionStore(), MemoryOccupancyStore(), MemoryPresenceStore(),
-        MemoryUserStore(), MemoryCacheStore(),
+        MemoryUserStore(), MemoryCacheStore(), webhooks=webhooks, apps=apps,
     )

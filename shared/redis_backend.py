@@ -11,9 +11,12 @@ from redis.asyncio import Redis, RedisCluster
 from shared import protocol, webhooks
 from shared.backend import Backend, new_node_id
 from shared.bus import BusUnavailable, Envelope
+from shared.config import AppRegistry
 from shared.redis_pubsub import RedisBus
 from shared.redis_state import NODE_LEASE_S, REAPER_INTERVAL_S, RedisState, Transitions
+from shared.webhook_queue import DEFAULT_WORKERS
 from shared.webhooks import WebhookEvent
+from shared.webhooks_redis import redis_webhook_queue
 
 log = logging.getLogger("herald.redis")
 
@@ -33,9 +36,12 @@ class RedisBackend(Backend):
             await client.initialize()
         await self.bus.start()
         await self.state.start_node()
+        await self.webhooks.start()
 
     async def close(self) -> None:
+        # The node's clean leave (stop_node) still queues webhooks, so the queue closes after it.
         await self.state.stop_node()
+        await self.webhooks.close()
         await self.bus.close()
         await self.state.client.aclose()
 
@@ -63,7 +69,11 @@ def redis_backend(
     lease_s: float = NODE_LEASE_S,
     reaper_interval_s: float = REAPER_INTERVAL_S,
     cluster: bool | None = None,
+    apps: AppRegistry | None = None,
+    webhook_workers: int = DEFAULT_WORKERS,
 ) -> RedisBackend:
+    """`webhook_workers` concurrent webhook deliveries in this process (0: this process only queues;
+    jobs are delivered by other processes' workers)."""
     if cluster is None:
         cluster = _is_cluster(url)
     opts: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S}
@@ -112,7 +122,8 @@ def redis_backend(
             except Exception:
                 log.warning("could not queue %d webhook events for app %s", len(wanted), app_id, exc_info=True)
 
-    backend = RedisBackend(bus, state, state, state, state, state, node_id=node_id)
+    queue = redis_webhook_queue(client, prefix, apps, workers=webhook_workers)
+    backend = RedisBackend(bus, state, state, state, state, state, node_id=node_id, webhooks=queue, apps=apps)
     backend.state = state
     state.add_transitions_listener(publish_transitions)
     return backend
