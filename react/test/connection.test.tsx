@@ -84,7 +84,7 @@ describe('useConnectionState', () => {
     // Its retry after a refused connection waits for the attempt's 15 s
     // timeout, so this takes a while.
     await herald.start();
-    await waitFor(() => view!.text('badge') === 'connected', { timeout: 20_000 });
+    await waitFor(() => view!.text('badge') === 'connected', { timeout: 45_000 });
     await waitFor(() => view!.text('feed') === 'subscribed' && view!.text('room') === '1');
     // pusher-js signs in again after reconnecting.
     await waitFor(() => view!.text('account') === 'u1');
@@ -100,5 +100,5 @@ describe('useConnectionState', () => {
     await serverSdk(herald.port).trigger('news', 'headline', { title: 'back' });
     await waitFor(() => log.length === 1);
     expect(log).toEqual([{ title: 'back' }]);
-  });
+  }, 90_000);
 });

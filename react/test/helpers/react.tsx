@@ -32,7 +32,7 @@ export function mount(node: ReactNode): Mounted {
   };
 }
 
-export async function waitFor<T>(check: () => T | Promise<T>, { timeout = 5000, interval = 20 } = {}): Promise<T> {
+export async function waitFor<T>(check: () => T | Promise<T>, { timeout = 10_000, interval = 20 } = {}): Promise<T> {
   const deadline = Date.now() + timeout;
   let lastError: unknown = new Error('condition never held');
   while (Date.now() < deadline) {
