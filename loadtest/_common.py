@@ -124,6 +124,8 @@ def bench_environment(prefix: str, keep: bool = False) -> Iterator[Processes]:
     def on_signal(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    # Ctrl-C works even if SIGINT was inherited as ignored (e.g. started with `&` from a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield procs
