@@ -1,9 +1,10 @@
-import { useEffect, useMemo, useRef, useState, type ReactNode } from 'react';
+import { useEffect, useMemo, useState, type ReactNode } from 'react';
 import type Pusher from 'pusher-js';
 import type { Options } from 'pusher-js';
 import { HeraldContext, type HeraldContextValue } from './context';
 import { ChannelRegistry } from './registry';
 import { UserStore } from './user-store';
+import { useLatest } from './internal';
 
 /** A pusher-js constructor: `Pusher` from 'pusher-js' or 'pusher-js/with-encryption'. */
 export type PusherConstructor = new (appKey: string, options: Options) => Pusher;
@@ -87,7 +88,8 @@ function optionsKey(options: Options | undefined): string {
   try {
     return JSON.stringify(options);
   } catch {
-    return String(Math.random());
+    // Not serializable (a cycle): only a new appKey recreates the client.
+    return '\u0000unserializable';
   }
 }
 
@@ -104,8 +106,7 @@ export function HeraldProvider(props: HeraldProviderProps): ReactNode {
   const { client: givenClient, appKey, options, PusherClass, releaseDelay = 0, children } = props;
   const [ownedClient, setOwnedClient] = useState<Pusher | null>(null);
 
-  const latest = useRef({ options, PusherClass });
-  latest.current = { options, PusherClass };
+  const latest = useLatest({ options, PusherClass });
   const key = optionsKey(options);
 
   useEffect(() => {
@@ -137,7 +138,7 @@ export function HeraldProvider(props: HeraldProviderProps): ReactNode {
       }
       setOwnedClient(null);
     };
-  }, [givenClient, appKey, key]);
+  }, [givenClient, appKey, key, latest]);
 
   const client = givenClient ?? ownedClient;
   const value = useMemo<HeraldContextValue>(() => {
