@@ -10,6 +10,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.authserver import AuthServer
 from tests.helpers import HeraldProcess, start_herald
 from tests.pusherjs import NodeDriver, PusherJsClient
@@ -174,5 +176,24 @@ async def test_pusherjs_does_not_reconnect_after_4009(tmp_path: Path, node: Node
         await asyncio.sleep(1.5)  # pusher-js retries after at most 1 s when it retries at all
         assert [r for r in a.reports[a.cursor :] if r["type"] == "state"] == [], a.history()
         assert (await a.query_state())["state"] == "disconnected"
+    finally:
+        await stop(herald)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gateway: a draining node refuses new handshakes with 4200, which pusher-js retries at once, "
+    "so every drained client hammers the draining node until it exits",
+)
+async def test_drained_pusherjs_does_not_hammer_the_draining_node(tmp_path: Path, node: NodeDriver) -> None:
+    herald = await asyncio.to_thread(
+        start_herald, tmp_path, apps=[APP], extra_args=["--drain-seconds", "2"], name="hammer"
+    )
+    try:
+        a = await node.connect("a", APP["key"], herald.port)
+        await stop(herald)  # returns when the process has exited, after the 2 s drain
+        refusals = [r for r in a.reports if r["type"] == "error"]
+        # One close for the drain, then at most a couple of attempts within those 2 s.
+        assert len(refusals) <= 5, f"{len(refusals)} errors while the node drained:\n{a.history(10)}"
     finally:
         await stop(herald)
