@@ -165,7 +165,7 @@ async def test_pusherjs_reconnects_after_restart_on_same_port(tmp_path: Path, no
 async def test_pusherjs_does_not_reconnect_after_4009(tmp_path: Path, node: NodeDriver) -> None:
     # A 4009 close without sign-in: an app requiring authorized connections closes a socket that
     # neither signs in nor joins a private channel within its timeout.
-    app = {"id": "21", "key": "key-authz", "secret": "secret-authz",
+    app: dict[str, Any] = {"id": "21", "key": "key-authz", "secret": "secret-authz",
            "enable_user_authentication": True, "user_authentication_timeout_s": 1}
     herald = await asyncio.to_thread(start_herald, tmp_path, apps=[app], name="authz")
     try:
