@@ -9,7 +9,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.connection import Connection, new_socket_id
 from gateway.handler import ProtocolHandler
-from gateway.outbound import FlushScheduler, QueueSink, Sink, TransportSink, transport_of
+from gateway.outbound import RAW_SEND_SCOPE_KEY, FlushScheduler, QueueSink, Sink, TransportSink, transport_of
 from shared import metrics, protocol
 from shared.config import AppConfig, AppRegistry
 
@@ -52,7 +52,7 @@ class Gateway:
             socket_id = new_socket_id()
         if not await self.admit(app, socket_id, send):
             return
-        sink = self.make_sink(send)
+        sink = self.make_sink(send, scope.get(RAW_SEND_SCOPE_KEY))
         conn = Connection(socket_id, app, sink, self.handler.clock())
         self.connections[socket_id] = conn
         metrics.CONNECTIONS.inc()
@@ -120,8 +120,8 @@ class Gateway:
         await send({"type": "websocket.close", "code": code, "reason": message})
         return False
 
-    def make_sink(self, send: Send) -> Sink:
-        transport = transport_of(send)
+    def make_sink(self, send: Send, raw_send: Send | None = None) -> Sink:
+        transport = transport_of(raw_send or send)
         if transport is not None:
             return TransportSink(transport, send, self.scheduler)
         return QueueSink(send)

@@ -166,3 +166,19 @@ def transport_of(asgi_send: AsgiSend) -> asyncio.Transport | None:
     if not extensions and all(hasattr(transport, m) for m in ("write", "is_closing", "get_write_buffer_size")):
         return transport
     return None
+
+
+RAW_SEND_SCOPE_KEY = "herald.raw_send"
+
+
+class CaptureRawSend:
+    """Outermost ASGI middleware: keeps the server's own `send` in the scope, because frameworks wrap
+    it and the wrapper hides the protocol object whose transport Herald writes to."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: AsgiSend) -> None:
+        if scope["type"] == "websocket":
+            scope[RAW_SEND_SCOPE_KEY] = send
+        await self.app(scope, receive, send)

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from gateway.endpoint import Gateway
 from gateway.handler import ProtocolHandler
 from gateway.hub import Hub
+from gateway.outbound import CaptureRawSend
 from shared import protocol
 from shared.backend import Backend
 from shared.config import AppRegistry
@@ -69,7 +70,8 @@ class Node:
             from trigger_api.app import build_routes
 
             routes.extend(build_routes(registry, backend))
-        self.app = Starlette(routes=routes, lifespan=self.lifespan)
+        # The raw-send capture must wrap everything else (see gateway.outbound.CaptureRawSend).
+        self.app = CaptureRawSend(Starlette(routes=routes, lifespan=self.lifespan))
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
