@@ -245,9 +245,9 @@ def summarize_profile(path: Path, top: int = 12) -> str:
     return "\n".join(lines)
 
 
-def export_rev(rev: str, workdir: Path) -> str:
+def export_rev(rev: str, workdir: Path, patch: str | None = None) -> str:
     """A clean copy of Herald's server packages at git revision `rev` (for --herald-rev), so a run does
-    not pick up uncommitted edits in the working tree."""
+    not pick up uncommitted edits in the working tree; `patch` (a -p1 diff) is applied on top."""
     sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True,
                          check=True, timeout=10).stdout.strip()
     dest = workdir / f"herald-{sha}"
@@ -255,7 +255,12 @@ def export_rev(rev: str, workdir: Path) -> str:
     archive = subprocess.run(["git", "-C", str(REPO), "archive", sha, "herald", "gateway", "shared", "trigger_api"],
                              capture_output=True, check=True, timeout=60).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
-    (dest / "SNAPSHOT").write_text(f"commit {sha}\n")
+    label = f"commit {sha}"
+    if patch:
+        subprocess.run(["patch", "-s", "-p1", "-d", str(dest), "-i", str(Path(patch).resolve())], check=True,
+                       timeout=60)
+        label += f" + {patch}"
+    (dest / "SNAPSHOT").write_text(label + "\n")
     return str(dest)
 
 
@@ -474,9 +479,10 @@ class WsClient(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def open_ws(port: int, path: str, index: int, on_frame: FrameCallback) -> WsClient:
+async def open_ws(port: int, path: str, index: int, on_frame: FrameCallback,
+                  cls: type[WsClient] = WsClient) -> WsClient:
     loop = asyncio.get_running_loop()
-    _, client = await loop.create_connection(lambda: WsClient(index, on_frame), HOST, port)
+    _, client = await loop.create_connection(lambda: cls(index, on_frame), HOST, port)
     key = base64.b64encode(os.urandom(16)).decode()
     client.transport.write(
         f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -203,10 +203,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--herald-rev", metavar="REV",
                    help="run Herald as committed at git revision REV (a clean `git archive` export), ignoring "
                         "uncommitted changes in the working tree")
+    p.add_argument("--patch", metavar="FILE", help="with --herald-rev: apply this -p1 diff to the export "
+                                                   "(e.g. loadtest/experiments/*.patch)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                    help="first wait up to S seconds for other processes to use under 20%% CPU")
     p.add_argument("--keep-logs", action="store_true")
     args = p.parse_args()
+    if args.patch and not args.herald_rev:
+        p.error("--patch needs --herald-rev")
     if args.connections < 1 or args.channels < 1 or args.concurrency < 1:
         p.error("--connections, --channels and --concurrency must be positive")
     return args
@@ -221,7 +225,7 @@ def main() -> None:
                  f"use --connections {args.nofile - FD_HEADROOM} or less")
     with c.bench_environment("connections", keep=args.keep_logs) as procs:
         if args.herald_rev:
-            args.herald_src = c.export_rev(args.herald_rev, procs.workdir)
+            args.herald_src = c.export_rev(args.herald_rev, procs.workdir, args.patch)
         try:
             uvloop.run(run(args, procs))
         except KeyboardInterrupt:

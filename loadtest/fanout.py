@@ -68,18 +68,10 @@ async def worker_main(args: argparse.Namespace) -> None:
         out.write("done\n")
         out.flush()
 
-    def on_frame(client: c.WsClient, opcode: int, payload: bytes, now: float) -> None:
+    def record(i: int, info: tuple[int, int, float], now: float) -> None:
         nonlocal received, dup, ooo, last_recv
-        info = cache.get(payload)
-        if info is None:
-            if not payload.startswith(BENCH_PREFIX):
-                on_control(client, opcode, payload)
-                return
-            d = orjson.loads(orjson.loads(payload)["data"])
-            info = cache[payload] = (d["l"], d["s"], d["t"])
         lane, seq, ts = info
         latencies.append(now - ts)
-        i = client.index
         k = i * m + seq
         if seen[k]:
             dup += 1
@@ -94,6 +86,84 @@ async def worker_main(args: argparse.Namespace) -> None:
         last_recv = now
         if received >= expected and not done:
             report_done()
+
+    def parse_bench(payload: bytes) -> tuple[int, int, float] | None:
+        info = cache.get(payload)
+        if info is None and payload.startswith(BENCH_PREFIX):
+            d = orjson.loads(orjson.loads(payload)["data"])
+            info = cache[payload] = (d["l"], d["s"], d["t"])
+        return info
+
+    def on_frame(client: c.WsClient, opcode: int, payload: bytes, now: float) -> None:
+        info = parse_bench(payload)
+        if info is None:
+            on_control(client, opcode, payload)
+        else:
+            record(client.index, info, now)
+
+    class FanoutClient(c.WsClient):
+        """WsClient with the frame loop and the bookkeeping inlined: the per-delivery hot path."""
+
+        __slots__ = ()
+
+        def data_received(self, data: bytes) -> None:
+            nonlocal received, dup, ooo, last_recv
+            if not self.handshaken:
+                super().data_received(data)
+                return
+            now = time.time()
+            buf = self._buf + data if self._buf else data
+            n = len(buf)
+            pos = 0
+            i = self.index
+            seen_base = i * m
+            last_base = i * lanes
+            while n - pos >= 2:
+                length = buf[pos + 1]
+                if length < 126:
+                    start = pos + 2
+                elif length == 126:
+                    if n - pos < 4:
+                        break
+                    length = (buf[pos + 2] << 8) | buf[pos + 3]
+                    start = pos + 4
+                else:
+                    if n - pos < 10:
+                        break
+                    length = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                    start = pos + 10
+                end = start + length
+                if end > n:
+                    break
+                payload = buf[start:end]
+                info = cache.get(payload)
+                if info is None:
+                    info = parse_bench(payload) if buf[pos] == 0x81 else None
+                    if info is None:
+                        if buf[pos] & 0x0F == 9:  # WebSocket ping
+                            self.transport.write(b"\x8a" + c.masked_text_frame(payload)[1:])
+                        else:
+                            on_control(self, buf[pos] & 0x0F, payload)
+                        pos = end
+                        continue
+                lane, seq, ts = info
+                latencies.append(now - ts)
+                k = seen_base + seq
+                if seen[k]:
+                    dup += 1
+                else:
+                    seen[k] = 1
+                k = last_base + lane
+                if seq < last[k]:
+                    ooo += 1
+                else:
+                    last[k] = seq
+                received += 1
+                pos = end
+            self._buf = buf[pos:] if pos < n else b""
+            last_recv = now
+            if received >= expected and not done:
+                report_done()
 
     def on_control(client: c.WsClient, opcode: int, payload: bytes) -> None:
         if opcode != 1 or c.answer_pusher_ping(client, payload):
@@ -122,7 +192,7 @@ async def worker_main(args: argparse.Namespace) -> None:
 
     async def connect(i: int) -> None:
         async with sem:
-            client = await c.open_ws(ports[i], c.pusher_path(), i, on_frame)
+            client = await c.open_ws(ports[i], c.pusher_path(), i, on_frame, FanoutClient)
             clients.append(client)
             await asyncio.wait_for(subscribed[i], 30)
 
@@ -352,7 +422,8 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
     pids["publisher (this)"] = os.getpid()
     profilers = {}
     if args.profile:
-        profilers = {k: c.start_profiler(procs, k, pids[k]) for k in ("gateway0", "gateway1", "trigger-api")}
+        profilers = {k: c.start_profiler(procs, k, pids[k])
+                     for k in ("gateway0", "gateway1", "trigger-api", "subscribers0")}
         await asyncio.sleep(1.0)  # py-spy attaches
     cpu0 = {k: c.cpu_seconds(p) for k, p in pids.items()}
     others0 = c.cpu_snapshot(procs.pids())
@@ -422,10 +493,15 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
     for k in pids:
         used = cpu1[k] - cpu0[k]
         print(f"  {k:<18} {used:7.2f} s  {100 * used / cpu_window:5.0f}%")
+    gw_us = 1e6 * sum(cpu1[k] - cpu0[k] for k in ("gateway0", "gateway1")) / max(1, received)
+    sub_us = 1e6 * sum(cpu1[k] - cpu0[k] for k in pids if k.startswith("subscribers")) / max(1, received)
+    api_us = 1e6 * (cpu1["trigger-api"] - cpu0["trigger-api"]) / max(1, len(rtts))
     total = sum(cpu1[k] - cpu0[k] for k in pids)
     print(f"  {'total':<18} {total:7.2f} s  {100 * total / cpu_window:5.0f}%")
     print(f"  {'other processes':<18} {others:7.2f} s  {100 * others / cpu_window:5.0f}%  (not this benchmark: "
           f"concurrent load on the machine)")
+    print(f"CPU per unit:     gateways {gw_us:.2f} us/delivery, subscribers {sub_us:.2f} us/delivery, "
+          f"trigger-api {api_us:.0f} us/request")
     print(f"# after run: {c.machine_load()}")
     for k, path in profiles.items():
         if path is not None:
@@ -459,6 +535,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--herald-rev", metavar="REV",
                    help="run Herald as committed at git revision REV (a clean `git archive` export), ignoring "
                         "uncommitted changes in the working tree")
+    p.add_argument("--patch", metavar="FILE", help="with --herald-rev: apply this -p1 diff to the export "
+                                                   "(e.g. loadtest/experiments/*.patch)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                    help="first wait up to S seconds for other processes to use under 20%% CPU")
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with logs (and profiles)")
@@ -470,6 +548,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--targets", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.patch and not args.herald_rev:
+        p.error("--patch needs --herald-rev")
     if not 1 <= args.batch <= 10:
         p.error("--batch must be 1..10")
     if args.subscribers < 1 or args.events < 1 or args.concurrency < 1:
@@ -485,7 +565,7 @@ def main() -> None:
     c.raise_nofile(args.subscribers + 1024)
     with c.bench_environment("fanout", keep=args.keep_logs or args.profile) as procs:
         if args.herald_rev:
-            args.herald_src = c.export_rev(args.herald_rev, procs.workdir)
+            args.herald_src = c.export_rev(args.herald_rev, procs.workdir, args.patch)
         try:
             uvloop.run(run(args, procs))
         except KeyboardInterrupt:
