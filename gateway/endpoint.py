@@ -87,7 +87,9 @@ class Gateway:
 
     def check_handshake(self, scope: Scope) -> tuple[AppConfig | None, int, str] | None:
         if not self.accepting:
-            return None, protocol.RECONNECT, "Server is shutting down; reconnect"
+            # 4100, not 4200: pusher-js retries 4200 at once, so drained clients would hammer this
+            # node until it exits; 4100 makes them back off and land on another node.
+            return None, protocol.OVER_CAPACITY, "Server is shutting down; reconnect to another node"
         app = self.registry.by_key(scope["path_params"]["key"])
         if app is None:
             return None, protocol.APP_NOT_FOUND, "Application does not exist"

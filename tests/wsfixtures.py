@@ -14,10 +14,11 @@ from tests.pusherjs import NodeDriver, node_available
 
 @pytest.fixture
 async def node() -> AsyncIterator[NodeDriver]:
-    """A fresh pusher-js driver process for one test (skips when Node or node_modules is missing)."""
+    """A fresh pusher-js driver process for one test (fails, never skips, when Node or node_modules is
+    missing: `cd tests/node && npm ci`)."""
     reason = node_available()
     if reason:
-        pytest.skip(reason)
+        pytest.fail(reason)
     async with NodeDriver() as driver:
         yield driver
 

@@ -180,11 +180,6 @@ async def test_pusherjs_does_not_reconnect_after_4009(tmp_path: Path, node: Node
         await stop(herald)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway: a draining node refuses new handshakes with 4200, which pusher-js retries at once, "
-    "so every drained client hammers the draining node until it exits",
-)
 async def test_drained_pusherjs_does_not_hammer_the_draining_node(tmp_path: Path, node: NodeDriver) -> None:
     herald = await asyncio.to_thread(
         start_herald, tmp_path, apps=[APP], extra_args=["--drain-seconds", "2"], name="hammer"

@@ -85,11 +85,12 @@ def test_app_is_checked_before_protocol(harness: Harness) -> None:
     assert disabled is not None and disabled[1] == 4003
 
 
-def test_refuses_with_4200_while_shutting_down(harness: Harness) -> None:
+def test_refuses_with_4100_while_shutting_down(harness: Harness) -> None:
+    """4100 makes pusher-js back off (and land elsewhere) instead of retrying this node at once."""
     gateway = make_gateway(harness)
     gateway.accepting = False
     refusal = gateway.check_handshake(scope("key-1"))
-    assert refusal is not None and refusal[1] == 4200
+    assert refusal is not None and refusal[1] == 4100
 
 
 # -- the ASGI entry point ----------------------------------------------------------------------
