@@ -1,0 +1,166 @@
+import { useEffect, useMemo, useState } from 'react';
+import { HeraldProvider, useConnectionState, useUser, type ConnectionState } from '@herald/react';
+import type { Options } from 'pusher-js';
+import { api, type Config, type Directory, type User } from './api';
+import { Room } from './Room';
+
+export function App() {
+  const [me, setMe] = useState<User | null | undefined>(undefined);
+  const [directory, setDirectory] = useState<Directory | null>(null);
+  const [config, setConfig] = useState<Config | null>(null);
+  const [failure, setFailure] = useState<string | null>(null);
+
+  useEffect(() => {
+    api.me().then(setMe, (e) => setFailure(String(e)));
+  }, []);
+
+  useEffect(() => {
+    // Reloaded with every sign-in: the rooms depend on who you are.
+    if (me === undefined) return;
+    api.directory().then(setDirectory, (e) => setFailure(String(e)));
+    if (me) {
+      // ?node=N asks the backend for its Nth gateway (the browser test puts two users on two).
+      const node = new URLSearchParams(window.location.search).get('node');
+      api.config(node).then(setConfig, (e) => setFailure(String(e)));
+    }
+  }, [me]);
+
+  if (failure) return <p className="notice">Cannot reach the backend: {failure}</p>;
+  if (me === undefined || !directory) return <p className="notice">Loading…</p>;
+  if (!me) return <Login users={directory.users} onLogin={setMe} />;
+  if (!config) return <p className="notice">Loading…</p>;
+  return (
+    <Chat
+      me={me}
+      directory={directory}
+      config={config}
+      onLogout={() => {
+        void api.logout().then(() => {
+          setConfig(null);
+          setMe(null);
+        });
+      }}
+    />
+  );
+}
+
+function Login({ users, onLogin }: { users: User[]; onLogin: (user: User) => void }) {
+  return (
+    <main className="login">
+      <h1>Herald chat</h1>
+      <p>Sign in as one of the demo users (another browser or a private window can be someone else).</p>
+      <div className="login-users">
+        {users.map((u) => (
+          <button key={u.id} type="button" data-testid={`login-${u.id}`} style={{ borderColor: u.color }}
+            onClick={() => void api.login(u.id).then(onLogin)}>
+            {u.name}
+          </button>
+        ))}
+      </div>
+    </main>
+  );
+}
+
+function Chat({ me, directory, config, onLogout }: { me: User; directory: Directory; config: Config; onLogout: () => void }) {
+  const options = useMemo<Options>(
+    () => ({
+      cluster: 'herald', // required by the types; unused with wsHost
+      wsHost: config.wsHost,
+      wsPort: config.wsPort,
+      wssPort: config.wsPort,
+      forceTLS: false,
+      enabledTransports: ['ws'],
+      disableStats: true,
+      channelAuthorization: { endpoint: '/pusher/auth', transport: 'ajax' },
+      userAuthentication: { endpoint: '/pusher/user-auth', transport: 'ajax' },
+    }),
+    [config],
+  );
+  return (
+    <HeraldProvider appKey={config.key} options={options}>
+      <ChatLayout me={me} directory={directory} gateway={`${config.wsHost}:${config.wsPort}`} onLogout={onLogout} />
+    </HeraldProvider>
+  );
+}
+
+function roomFromHash(directory: Directory): string {
+  const wanted = window.location.hash.replace(/^#\/?/, '');
+  return directory.rooms.some((r) => r.id === wanted) ? wanted : (directory.rooms[0]?.id ?? '');
+}
+
+function ChatLayout({ me, directory, gateway, onLogout }: { me: User; directory: Directory; gateway: string; onLogout: () => void }) {
+  const [roomId, setRoomId] = useState(() => roomFromHash(directory));
+  useEffect(() => {
+    const onHash = () => setRoomId(roomFromHash(directory));
+    window.addEventListener('hashchange', onHash);
+    return () => window.removeEventListener('hashchange', onHash);
+  }, [directory]);
+
+  const users = useMemo(() => new Map(directory.users.map((u) => [u.id, u])), [directory]);
+  const room = directory.rooms.find((r) => r.id === roomId);
+  // Signs in to Herald (user authentication) and follows the watchlist: who is online anywhere.
+  const { isOnline, signedIn } = useUser();
+
+  return (
+    <div className="layout">
+      <header className="topbar">
+        <h1>Herald chat</h1>
+        <ConnectionBadge />
+        <span className="gateway" data-testid="gateway" title="the gateway this page is connected to">
+          via {gateway}
+        </span>
+        <span className="whoami" data-testid="whoami" style={{ color: me.color }}>
+          {me.name}
+        </span>
+        <button type="button" onClick={onLogout} data-testid="logout">
+          Sign out
+        </button>
+      </header>
+      <nav className="sidebar">
+        <h3>Rooms</h3>
+        <ul>
+          {directory.rooms.map((r) => (
+            <li key={r.id}>
+              <a href={`#/${r.id}`} data-testid={`room-${r.id}`} className={r.id === roomId ? 'active' : ''}>
+                # {r.title}
+              </a>
+            </li>
+          ))}
+        </ul>
+        <h3>People</h3>
+        <ul data-testid="people" data-signed-in={signedIn}>
+          {directory.users
+            .filter((u) => u.id !== me.id)
+            .map((u) => {
+              const online = isOnline(u.id);
+              return (
+                <li key={u.id} data-testid={`person-${u.id}`} data-online={online} className={online ? 'online' : 'offline'}>
+                  <span className="dot" aria-hidden />
+                  {u.name}
+                </li>
+              );
+            })}
+        </ul>
+      </nav>
+      <main className="main">{room ? <Room key={room.id} room={room} me={me} users={users} /> : <p className="notice">No rooms.</p>}</main>
+    </div>
+  );
+}
+
+const LABELS: Record<ConnectionState, string> = {
+  initialized: 'Starting',
+  connecting: 'Connecting…',
+  connected: 'Live',
+  unavailable: 'Offline, retrying',
+  failed: 'Not supported',
+  disconnected: 'Disconnected',
+};
+
+function ConnectionBadge() {
+  const state = useConnectionState();
+  return (
+    <span className={`badge badge-${state}`} data-testid="connection-badge" data-state={state}>
+      {LABELS[state]}
+    </span>
+  );
+}
