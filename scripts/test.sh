@@ -16,6 +16,12 @@ fi
 if [ -f react/package-lock.json ]; then
   (cd react && npm ci --no-audit --no-fund)
 fi
+# The chat example links react/ (its dist) and has its own packages (Vite, playwright-core) for
+# tests/e2e/test_chat_browser.py, which builds the page and drives the system chromium.
+if [ -f examples/chat/package-lock.json ]; then
+  (cd react && npm run build)
+  (cd examples/chat && npm ci --no-audit --no-fund && npm run typecheck)
+fi
 
 .venv/bin/ruff check .
 .venv/bin/mypy
