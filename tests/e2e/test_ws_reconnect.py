@@ -10,8 +10,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.authserver import AuthServer
 from tests.helpers import HeraldProcess, start_herald
 from tests.pusherjs import NodeDriver, PusherJsClient
