@@ -133,13 +133,19 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
 
     cpu0 = (c.cpu_seconds(server.pid), c.cpu_seconds(os.getpid()))
     redis_cpu0 = c.cpu_seconds(redis_proc.pid) if redis_proc else 0.0
+    profiler = c.start_profiler(procs, "herald", server.pid) if args.profile else None
+    if profiler:
+        await asyncio.sleep(1.0)  # py-spy attaches
     others0 = c.cpu_snapshot(procs.pids())
+    wait0 = c.run_wait_seconds(server.pid)
     t0 = time.monotonic()
     to_est, to_sub = await clients.open_many(args.connections, args.concurrency)
     ramp = time.monotonic() - t0
     cpu1 = (c.cpu_seconds(server.pid), c.cpu_seconds(os.getpid()))
     redis_cpu1 = c.cpu_seconds(redis_proc.pid) if redis_proc else 0.0
     others = c.foreign_cpu(others0, c.cpu_snapshot(procs.pids()))
+    waited = c.run_wait_seconds(server.pid) - wait0
+    profile = c.stop_profiler(profiler)
     procs.check_alive()
 
     await asyncio.sleep(args.settle)
@@ -151,8 +157,10 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
           f"(server RSS delta {(rss_after - rss_base) / 1024:.1f} MiB / {n})")
     if redis_url:
         redis_after = int(c.redis_info(redis_url, "memory")["used_memory"])
-        print(f"redis memory:     +{(redis_after - redis_base) / 1024:.1f} KiB used_memory, "
-              f"{(redis_after - redis_base) / n:.0f} bytes per connection")
+        keys = c.redis_info(redis_url, "keyspace").get("db0", "keys=0").split(",")[0]
+        print(f"redis memory:     used_memory {redis_base / 1024:.0f} KiB before the ramp, "
+              f"{redis_after / 1024:.0f} KiB after ({keys}; Herald keeps counters per channel/node, "
+              f"not per socket)")
     print(f"handshake rate:   {n / ramp:.0f} connections/s ({n} connected + subscribed in {ramp:.2f}s)")
     print(f"handshake ms:     connect->established p50 {1000 * c.percentile(to_est, 50):.1f} "
           f"p99 {1000 * c.percentile(to_est, 99):.1f}; connect->subscribed p50 "
@@ -165,6 +173,8 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
     if redis_proc:
         line += f", redis {redis_cpu1 - redis_cpu0:.2f}s ({100 * (redis_cpu1 - redis_cpu0) / ramp:.0f}%)"
     print(line + f"; other processes {100 * others / ramp:.0f}%")
+    print(f"ramp CPU wait:    herald was runnable but waiting for a core {100 * waited / ramp:.0f}% of the ramp "
+          f"(time lost to CPU contention)")
 
     idle0 = c.cpu_seconds(server.pid)
     await asyncio.sleep(args.idle_seconds)
@@ -184,6 +194,9 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
     procs.check_alive()
     await clients.close_all()
     print(f"# after run: {c.machine_load()}")
+    if profile is not None:
+        print(f"profile of herald during the ramp (py-spy, {profile}):")
+        print(c.summarize_profile(profile, 20))
     if clients.pings_received < n:
         raise SystemExit(1)
 
@@ -208,6 +221,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                    help="first wait up to S seconds for other processes to use under 20%% CPU")
     p.add_argument("--keep-logs", action="store_true")
+    p.add_argument("--profile", action="store_true",
+                   help="sample herald with py-spy during the ramp (implies --keep-logs)")
     args = p.parse_args()
     if args.patch and not args.herald_rev:
         p.error("--patch needs --herald-rev")
@@ -223,7 +238,7 @@ def main() -> None:
         sys.exit(f"connections.py: {args.connections} connections need RLIMIT_NOFILE >= "
                  f"{args.connections + FD_HEADROOM} but the limit is {args.nofile} (hard limit reached); "
                  f"use --connections {args.nofile - FD_HEADROOM} or less")
-    with c.bench_environment("connections", keep=args.keep_logs) as procs:
+    with c.bench_environment("connections", keep=args.keep_logs or args.profile) as procs:
         if args.herald_rev:
             args.herald_src = c.export_rev(args.herald_rev, procs.workdir, args.patch)
         try:

@@ -426,6 +426,7 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
                      for k in ("gateway0", "gateway1", "trigger-api", "subscribers0")}
         await asyncio.sleep(1.0)  # py-spy attaches
     cpu0 = {k: c.cpu_seconds(p) for k, p in pids.items()}
+    wait0 = {k: c.run_wait_seconds(p) for k, p in pids.items()}
     others0 = c.cpu_snapshot(procs.pids())
     w0 = time.time()
     pub = await publish(args, api_port, args.events, EVENT, time.monotonic() + args.max_seconds)
@@ -439,6 +440,7 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
         timed_out = True
     w1 = time.time()
     cpu1 = {k: c.cpu_seconds(p) for k, p in pids.items()}
+    wait1 = {k: c.run_wait_seconds(p) for k, p in pids.items()}
     others = c.foreign_cpu(others0, c.cpu_snapshot(procs.pids()))
     profiles = {k: c.stop_profiler(h) for k, h in profilers.items()}
     procs.check_alive()
@@ -489,10 +491,12 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
     if timed_out:
         print(f"WARNING: not every delivery arrived within --drain-timeout {args.drain_timeout}s")
     cpu_window = w1 - w0
-    print(f"CPU over the {cpu_window:.2f}s window (first publish -> last delivery; 200% = both cores):")
+    print(f"CPU over the {cpu_window:.2f}s window (first publish -> last delivery; 200% = both cores), and time "
+          f"each process was runnable but waiting for a core:")
     for k in pids:
         used = cpu1[k] - cpu0[k]
-        print(f"  {k:<18} {used:7.2f} s  {100 * used / cpu_window:5.0f}%")
+        waited = wait1[k] - wait0[k]
+        print(f"  {k:<18} {used:7.2f} s  {100 * used / cpu_window:5.0f}%   waited {100 * waited / cpu_window:4.0f}%")
     gw_us = 1e6 * sum(cpu1[k] - cpu0[k] for k in ("gateway0", "gateway1")) / max(1, received)
     sub_us = 1e6 * sum(cpu1[k] - cpu0[k] for k in pids if k.startswith("subscribers")) / max(1, received)
     api_us = 1e6 * (cpu1["trigger-api"] - cpu0["trigger-api"]) / max(1, len(rtts))
