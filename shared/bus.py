@@ -8,7 +8,7 @@ leaves, so a node only receives traffic for channels it serves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,7 +16,12 @@ import msgpack
 
 
 class BusUnavailable(Exception):
-    """The bus cannot publish right now (for example Redis is down); the event was not sent."""
+    """The bus cannot publish right now (for example Redis is down); the event was not sent.
+
+    From `publish_many`, `sent` says how many envelopes went out before the failure (None: unknown).
+    """
+
+    sent: int | None = 0
 
 
 @dataclass(slots=True)
@@ -62,6 +67,9 @@ class Bus(Protocol):
 
     async def publish(self, envelope: Envelope) -> None:
         """Send to every node subscribed to the envelope's channel; raises BusUnavailable."""
+
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Publish in order, in one round trip where the bus allows; BusUnavailable carries `sent`."""
 
     async def subscribe(self, app_id: str, channel: str) -> None:
         """Returns once envelopes published afterwards on this topic will be received."""

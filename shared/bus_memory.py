@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from shared.bus import Envelope, Receiver
+from collections.abc import Sequence
+
+from shared.bus import BusUnavailable, Envelope, Receiver
 
 
 class MemoryBus:
@@ -24,6 +26,14 @@ class MemoryBus:
         if (envelope.app_id, envelope.channel) in self._topics:
             for receiver in self._receivers:
                 receiver(envelope)
+
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
+        for sent, envelope in enumerate(envelopes):
+            try:
+                await self.publish(envelope)
+            except BusUnavailable as exc:
+                exc.sent = sent
+                raise
 
     async def subscribe(self, app_id: str, channel: str) -> None:
         key = (app_id, channel)

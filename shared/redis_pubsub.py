@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -289,6 +289,26 @@ class RedisBus:
                 await self.client.publish(topic, envelope.pack())
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"Redis publish failed: {exc}") from exc
+
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
+        """One pipelined round trip (non-transactional: each PUBLISH stands alone)."""
+        if len(envelopes) == 1:
+            await self.publish(envelopes[0])
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for env in envelopes:
+                    topic = self.topic(env.app_id, env.channel)
+                    if self.cluster:
+                        pipe.spublish(topic, env.pack())
+                    else:
+                        pipe.publish(topic, env.pack())
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            # A pipeline that failed may have sent a prefix; Redis can't say how much.
+            error = BusUnavailable(f"Redis publish failed: {exc}")
+            error.sent = None
+            raise error from exc
 
     async def subscribe(self, app_id: str, channel: str) -> None:
         topic = self.topic(app_id, channel)

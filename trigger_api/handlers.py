@@ -94,28 +94,27 @@ class TriggerApi:
 
     async def publish(self, app: AppConfig, events: Sequence[v.EventSpec]) -> None:
         app_id = app.id
-        total = sum(len(e.channels) for e in events)
-        done = 0
+        now = time.time()
+        envelopes = []
         for event in events:
             for channel in event.channels:
                 if channel_type(channel).cache:
                     # Stored before publishing, so a client subscribing meanwhile gets it (section 2.8).
                     await self.backend.cache.put(app_id, channel, event.name, event.data, app.cache_ttl_s)
-                envelope = Envelope(
-                    app_id, channel, event.name, event.data,
-                    exclude=event.socket_id, origin=self.backend.node_id, ts=time.time(),
-                )
-                try:
-                    await self.backend.bus.publish(envelope)
-                except BusUnavailable as exc:
-                    log.warning("HTTP API publish failed for app %s: %s", app_id, exc)
-                    raise ApiError(
-                        503,
-                        f"The event bus is unavailable, try again later ({done} of {total} channel "
-                        f"deliveries were published before the failure)",
-                    ) from None
-                done += 1
-                EVENTS_PUBLISHED.inc()
+                envelopes.append(Envelope(app_id, channel, event.name, event.data, exclude=event.socket_id,
+                                          origin=self.backend.node_id, ts=now))
+        try:
+            # One round trip for all channels of the request (up to 100, or a batch of 10).
+            await self.backend.bus.publish_many(envelopes)
+        except BusUnavailable as exc:
+            log.warning("HTTP API publish failed for app %s: %s", app_id, exc)
+            done = "an unknown number" if exc.sent is None else str(exc.sent)
+            raise ApiError(
+                503,
+                f"The event bus is unavailable, try again later ({done} of {len(envelopes)} channel "
+                f"deliveries were published before the failure)",
+            ) from None
+        EVENTS_PUBLISHED.inc(len(envelopes))
 
     async def channel_attributes(
         self, app_id: str, queries: Sequence[tuple[Sequence[str], Sequence[str]]]
