@@ -181,6 +181,8 @@ async def test_kill_9_gateway_members_are_reaped_and_clients_fail_over(
             lambda r: r.get("event") == "pusher:member_removed" and r["data"]["id"] == "carol",
             timeout=REAP_DEADLINE_S, what="member_removed carol")
         reaped_after = time.monotonic() - killed_at
+        print(f"member_removed reached the survivor {reaped_after:.1f}s after kill -9 "
+              f"(lease {clusterutil.LEASE_S}s, reaper every {clusterutil.REAPER_S}s)")
         # dave reconnects through the balancer to a live node and is back in the channel.
         await dave.wait_state("connected", timeout=REAP_DEADLINE_S)
         await dave.wait_event(channel, "pusher:subscription_succeeded", timeout=REAP_DEADLINE_S)
