@@ -13,6 +13,9 @@ This test does not skip: a missing browser or missing npm packages fail it with 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import importlib.util
 import json
 import os
 import shutil
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.clusterutil import Cluster, start_cluster
@@ -162,3 +166,77 @@ async def test_two_users_chat_across_two_gateways(tmp_path: Path, cluster: Clust
         ("general", "bob", "Hello Alice, loud and clear."),
         ("general", "alice", "Did you get this while you were away?"),
     ]
+
+
+# ---- the backend alone (in process, no browser): what the browser test cannot see ------------------
+
+
+def load_backend() -> Any:
+    spec = importlib.util.spec_from_file_location("chat_backend", CHAT / "server" / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["chat_backend"] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def backend_client(tmp_path: Path, api_port: int) -> httpx.AsyncClient:
+    backend = load_backend()
+    settings = backend.Settings(
+        db_path=tmp_path / "chat.sqlite3", static_dir=tmp_path / "no-build", cookie_secret=b"k",
+        app_id="1", app_key="chat-key", app_secret="chat-secret", api_host="127.0.0.1", api_port=api_port,
+        ws_host=None, ws_ports=[api_port],
+    )
+    transport = httpx.ASGITransport(app=backend.create_app(settings))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def sign_in(client: httpx.AsyncClient, user: str) -> None:
+    assert (await client.post("/login", json={"user": user})).status_code == 200
+
+
+async def test_chat_backend_authorizes_only_the_rooms_of_the_user(tmp_path: Path) -> None:
+    async with backend_client(tmp_path, free_port()) as client:
+        form = {"socket_id": "123.456", "channel_name": "private-room-ops"}
+        assert (await client.post("/pusher/auth", data=form)).status_code == 401  # not signed in
+
+        await sign_in(client, "bob")
+        assert (await client.post("/pusher/auth", data=form)).status_code == 403  # Alice's and Carol's room
+        other = {**form, "channel_name": "private-elsewhere"}
+        assert (await client.post("/pusher/auth", data=other)).status_code == 403
+        rooms = (await client.get("/directory")).json()["rooms"]
+        assert [r["id"] for r in rooms] == ["general", "random"]
+
+        presence = {**form, "channel_name": "presence-room-general"}
+        answer = (await client.post("/pusher/auth", data=presence)).json()
+        assert json.loads(answer["channel_data"]) == {"user_id": "bob",
+                                                      "user_info": {"name": "Bob", "color": "#1c7ed6"}}
+        signed = f"123.456:presence-room-general:{answer['channel_data']}"
+        assert answer["auth"] == f"chat-key:{hmac.new(b'chat-secret', signed.encode(), hashlib.sha256).hexdigest()}"
+
+        user = (await client.post("/pusher/user-auth", data={"socket_id": "123.456"})).json()
+        assert json.loads(user["user_data"]) == {"id": "bob", "user_info": {"name": "Bob", "color": "#1c7ed6"},
+                                                 "watchlist": ["alice", "carol"]}
+        signed = f"123.456::user::{user['user_data']}"
+        assert user["auth"] == f"chat-key:{hmac.new(b'chat-secret', signed.encode(), hashlib.sha256).hexdigest()}"
+
+
+async def test_chat_backend_stores_first_even_when_herald_is_down(tmp_path: Path) -> None:
+    async with backend_client(tmp_path, free_port()) as client:  # nothing listens on the API port
+        await sign_in(client, "alice")
+        body = {"text": "still here", "client_id": "c-1", "socket_id": "1.2"}
+        first = await client.post("/rooms/general/messages", json=body)
+        assert first.status_code == 201 and first.json()["delivered"] is False
+        stored = first.json()["message"]
+        assert (await client.get("/rooms/general/messages")).json()["messages"] == [stored]
+        after = (await client.get(f"/rooms/general/messages?after={stored['id']}")).json()
+        assert after["messages"] == []
+
+        retry = await client.post("/rooms/general/messages", json=body)  # same client_id: the stored one
+        assert retry.status_code == 200 and retry.json()["message"] == stored
+        assert len((await client.get("/rooms/general/messages")).json()["messages"]) == 1
+
+        assert (await client.post("/rooms/ops/messages", json={**body, "client_id": "c-2"})).status_code == 201
+        await sign_in(client, "bob")
+        assert (await client.post("/rooms/ops/messages", json={**body, "client_id": "c-3"})).status_code == 404
+        assert (await client.get("/rooms/ops/messages")).status_code == 404
