@@ -9,6 +9,9 @@ script touches one Redis Cluster slot):
     P:{A}:pm:CHANNEL     hash user -> member JSON [user_id, user_info]
     P:{A}:presn:NODE     hash "CHANNEL\\nUSER" -> connections held by NODE
     P:{A}:conns          hash NODE -> open connections
+    P:{A}:uc             hash user -> signed-in sockets of that user in the cluster
+    P:{A}:ucn:NODE       hash user -> signed-in sockets held by NODE
+    P:{A}:cache:CHANNEL  the last event of a cache channel, with its TTL
     P:nodes              sorted set NODE -> lease expiry (ms)
     P:nodeapps:NODE      set of apps NODE holds state in
     P:reaper             lock: the one node currently reaping
@@ -378,35 +381,44 @@ class RedisState:
 
     # -- OccupancyStore ------------------------------------------------------------------------
 
-    @_store_errors
-    async def add(self, app_id: str, channel: str, socket_id: str) -> int:
+    async def _count_in(self, app_id: str, kind: str, counts: dict[str, int], name: str) -> int:
+        """One more of `name` (a channel, or a signed-in user) held by this node; the cluster total."""
         base = self.base(app_id)
-        mirror = self._app(app_id)
         async with self._gate.shared():
             await self._register_app(app_id)
-            count = await self._script(_OCC_ADD, [f"{base}:occ", f"{base}:occn:{self.node_id}"], [channel])
-            mirror.occ[channel] = mirror.occ.get(channel, 0) + 1
-        return int(count)
+            total = await self._script(_OCC_ADD, [f"{base}:{kind}", f"{base}:{kind}n:{self.node_id}"], [name])
+            counts[name] = counts.get(name, 0) + 1
+        return int(total)
 
-    @_store_errors
-    async def remove(self, app_id: str, channel: str, socket_id: str) -> int:
+    async def _count_out(self, app_id: str, kind: str, counts: dict[str, int], name: str,
+                         failed: set[tuple[str, str]]) -> tuple[bool, int]:
+        """One fewer; (whether this node held one, the cluster total). The mirror changes even when
+        Redis is away, and the failure is remembered for the repair after the outage."""
         base = self.base(app_id)
-        mirror = self._app(app_id)
-        left = mirror.occ.get(channel, 0) - 1
+        left = counts.get(name, 0) - 1
         if left > 0:
-            mirror.occ[channel] = left
+            counts[name] = left
         else:
-            mirror.occ.pop(channel, None)
+            counts.pop(name, None)
         async with self._gate.shared():
             try:
-                _, count = await self._script(
-                    _OCC_REMOVE, [f"{base}:occ", f"{base}:occn:{self.node_id}"], [channel]
+                changed, total = await self._script(
+                    _OCC_REMOVE, [f"{base}:{kind}", f"{base}:{kind}n:{self.node_id}"], [name]
                 )
             except (RedisError, OSError):
                 self._needs_sync = True
-                self._failed_occ.add((app_id, channel))
+                failed.add((app_id, name))
                 raise
-        return int(count)
+        return bool(changed), int(total)
+
+    @_store_errors
+    async def add(self, app_id: str, channel: str, socket_id: str) -> int:
+        return await self._count_in(app_id, "occ", self._app(app_id).occ, channel)
+
+    @_store_errors
+    async def remove(self, app_id: str, channel: str, socket_id: str) -> int:
+        _, total = await self._count_out(app_id, "occ", self._app(app_id).occ, channel, self._failed_occ)
+        return total
 
     @_store_errors
     async def counts(self, app_id: str, channels: Sequence[str]) -> list[int]:
@@ -486,33 +498,12 @@ class RedisState:
 
     @_store_errors
     async def signin(self, app_id: str, user_id: str, socket_id: str) -> bool:
-        base = self.base(app_id)
-        mirror = self._app(app_id)
-        async with self._gate.shared():
-            await self._register_app(app_id)
-            count = await self._script(_OCC_ADD, [f"{base}:uc", f"{base}:ucn:{self.node_id}"], [user_id])
-            mirror.users[user_id] = mirror.users.get(user_id, 0) + 1
-        return int(count) == 1
+        return await self._count_in(app_id, "uc", self._app(app_id).users, user_id) == 1
 
     @_store_errors
     async def signout(self, app_id: str, user_id: str, socket_id: str) -> bool:
-        base = self.base(app_id)
-        mirror = self._app(app_id)
-        left = mirror.users.get(user_id, 0) - 1
-        if left > 0:
-            mirror.users[user_id] = left
-        else:
-            mirror.users.pop(user_id, None)
-        async with self._gate.shared():
-            try:
-                changed, count = await self._script(
-                    _OCC_REMOVE, [f"{base}:uc", f"{base}:ucn:{self.node_id}"], [user_id]
-                )
-            except (RedisError, OSError):
-                self._needs_sync = True
-                self._failed_users.add((app_id, user_id))
-                raise
-        return bool(changed) and int(count) == 0
+        changed, total = await self._count_out(app_id, "uc", self._app(app_id).users, user_id, self._failed_users)
+        return changed and total == 0
 
     @_store_errors
     async def online(self, app_id: str, user_ids: Sequence[str]) -> list[bool]:
