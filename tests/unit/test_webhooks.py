@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from shared.backend import memory_backend
 from shared.config import AppConfig, AppRegistry, WebhookConfig
+from shared.redis_backend import redis_backend
 from shared.signatures import sign_webhook
 from shared.webhook_queue import (
     CLAIM_LIMIT,
@@ -37,6 +42,7 @@ from shared.webhooks import (
     MEMBER_ADDED,
     MEMBER_REMOVED,
     SUBSCRIPTION_COUNT,
+    NullWebhookQueue,
     WebhookEvent,
 )
 from shared.webhooks_memory import MemoryJobStore
@@ -629,3 +635,26 @@ async def test_close_hands_unstarted_jobs_back(store: JobStore, clock: WallClock
     clock.advance(30)
     assert await make_queue(store, sender, clock, app).run_due() == 1
     assert sorted(e["channel"] for e in sender.events()) == ["c0", "c1"]
+
+
+# -- assembly -------------------------------------------------------------------------------------
+
+
+async def test_backends_build_the_queue_with_the_app_registry(redis_url: str) -> None:
+    registry = AppRegistry([make_app()])
+    memory = memory_backend(registry)
+    assert isinstance(memory.webhooks, QueuedWebhooks) and memory.webhooks.registry is registry
+    assert memory.apps is registry
+    assert isinstance(memory_backend(registry, webhook_workers=0).webhooks, NullWebhookQueue)
+    redis = redis_backend(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}", cluster=False, apps=registry,
+                          webhook_workers=0)
+    # Without workers a Redis node still queues (other processes deliver).
+    assert isinstance(redis.webhooks, QueuedWebhooks) and redis.webhooks.workers == 0
+    assert isinstance(redis.webhooks.store, RedisJobStore) and redis.apps is registry
+    await redis.state.client.aclose()
+
+
+def test_cli_refuses_negative_webhook_workers(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "herald", "serve", "--webhook-workers", "-1", "--port", "1"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2 and "--webhook-workers" in result.stderr, result.stderr
