@@ -257,7 +257,6 @@ class QueuedWebhooks:
         self._max_inflight = max(1, workers * 2)
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
-        self._closing = False
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -312,7 +311,6 @@ class QueuedWebhooks:
     # -- workers ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._closing = False
         await self.sender.start()
         if self.workers > 0:
             self._loop.senders = [asyncio.create_task(self._send_forever(), name=f"webhook-sender-{i}")
@@ -321,7 +319,6 @@ class QueuedWebhooks:
 
     async def close(self) -> None:
         """Stop claiming, give in-flight requests a moment, hand unstarted jobs back to the queue."""
-        self._closing = True
         if self._loop.claimer is not None:
             self._loop.claimer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
