@@ -4,8 +4,9 @@ Redis, two gateways and a trigger API (as in production), the chat backend confi
 trigger API and the two gateways, and the built page. examples/chat/e2e/browser.mjs (playwright-core
 driving the Debian `chromium` binary: nothing is downloaded) then plays two users in two browser
 contexts, Alice on gateway A and Bob on gateway B: both online, typing, an optimistic send, a reply,
-Bob's connection cut and restored (he catches up from the history), Bob leaving, Bob back. It saves
-a screenshot of each step to tests/artifacts/chat/.
+Bob's connection cut and restored (he catches up from the history), Bob leaving, Bob back, an
+@mention reaching him in another room (a server-to-user event). It saves a screenshot of each step
+to tests/artifacts/chat/.
 
 This test does not skip: a missing browser or missing npm packages fail it with what to install.
 """
@@ -156,7 +157,7 @@ async def test_two_users_chat_across_two_gateways(tmp_path: Path, cluster: Clust
     assert driver.returncode == 0 and steps and steps[-1]["step"] == "done", f"browser steps failed:\n{output}\n{logs}"
 
     shots = [Path(s["file"]) for s in steps if s["step"] == "screenshot"]
-    assert len(shots) == 12
+    assert len(shots) == 13
     for shot in shots:
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", shot
 
@@ -165,6 +166,7 @@ async def test_two_users_chat_across_two_gateways(tmp_path: Path, cluster: Clust
         ("general", "alice", "Hi Bob! Herald works across gateways."),
         ("general", "bob", "Hello Alice, loud and clear."),
         ("general", "alice", "Did you get this while you were away?"),
+        ("general", "alice", "@bob are you in Random?"),
     ]
 
 

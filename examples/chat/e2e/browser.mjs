@@ -300,6 +300,20 @@ async function run(browser, proxy, pages) {
   report('bob is back with the history', { texts });
   await screenshot(bobAgain, 'bob-back-full-history');
 
+  // 10. Bob moves to Random: in General he is gone, in the app he is still online. Alice mentions
+  //     him in General: the backend sends him a server-to-user event, shown wherever he is.
+  await bobAgain.locator(tid('room-random')).click();
+  await sees(bobAgain, tid('room', '[data-room="random"]'), 'the Random room');
+  await sees(alice, tid('member-bob', '[data-online="false"]'), 'Bob gone from General');
+  await sees(alice, tid('person-bob', '[data-online="true"]'), 'Bob still online in People');
+  await aliceInput.fill('@bob are you in Random?');
+  await aliceInput.press('Enter');
+  await sees(bobAgain, tid('toast'), 'the mention', { hasText: 'Alice mentioned you in #general' });
+  check((await count(bobAgain, tid('message'), { hasText: 'are you in Random' })) === 0,
+    "General's message should not show in Random");
+  report('bob got the mention in another room');
+  await screenshot(bobAgain, 'bob-gets-mention');
+
   const errors = pages.flatMap((p) => p.errors.map((e) => `${p.user}: ${e}`));
   check(errors.length === 0, `uncaught errors in the pages:\n${errors.join('\n')}`);
 }

@@ -2,7 +2,8 @@
 
 It signs users in (a few demo users, a signed cookie), authorizes their channel subscriptions and
 signs them in to Herald with the PyPI `pusher` SDK, stores messages in SQLite and only then publishes
-them through Herald's HTTP API, and serves the history the browser asks for after each (re)connect.
+them through Herald's HTTP API (and tells @mentioned users, wherever they are, with server-to-user
+events), and serves the history the browser asks for after each (re)connect.
 The built front end (examples/chat/dist) is served from here too, so the page, its API and its
 pusher-js auth requests share one origin.
 
@@ -31,6 +32,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -222,6 +224,12 @@ def may_join(user_id: str, room: str | None) -> bool:
     return room in ROOMS and user_id in ROOMS[room]["members"]
 
 
+def mentions(text: str, room: str, author: str) -> list[str]:
+    """Members of the room named with @id in the text, the author aside."""
+    named = {m.lower() for m in re.findall(r"@(\w+)", text)}
+    return [u for u in ROOMS[room]["members"] if u in named and u != author]
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     store = Store(settings.db_path)
@@ -362,6 +370,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             except Exception:
                 # Stored but not pushed: clients still get it from the history on their next (re)connect.
                 log.exception("trigger failed for message %s", message["id"])
+            # 3. Tell each @mentioned member, wherever they are in the app (server-to-user events).
+            for mentioned in mentions(text, room, user_id):
+                note = {"room": room, "message_id": message["id"], "from": user_id, "text": text[:140]}
+                try:
+                    await asyncio.to_thread(sdk.send_to_user, mentioned, "mention", note)
+                except Exception:
+                    log.exception("mention of %s failed for message %s", mentioned, message["id"])
         return JSONResponse({"message": message, "delivered": delivered}, status_code=201 if created else 200)
 
     routes: list[BaseRoute] = [

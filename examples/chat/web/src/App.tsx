@@ -1,5 +1,5 @@
-import { useEffect, useMemo, useState } from 'react';
-import { HeraldProvider, useConnectionState, useUser, type ConnectionState } from '@herald/react';
+import { useCallback, useEffect, useMemo, useState } from 'react';
+import { HeraldProvider, useConnectionState, useUser, useUserEvent, type ConnectionState } from '@herald/react';
 import type { Options } from 'pusher-js';
 import { api, type Config, type Directory, type User } from './api';
 import { Room } from './Room';
@@ -100,6 +100,7 @@ function ChatLayout({ me, directory, gateway, onLogout }: { me: User; directory:
   const room = directory.rooms.find((r) => r.id === roomId);
   // Signs in to Herald (user authentication) and follows the watchlist: who is online anywhere.
   const { isOnline, signedIn } = useUser();
+  const mentions = useMentions();
 
   return (
     <div className="layout">
@@ -142,6 +143,7 @@ function ChatLayout({ me, directory, gateway, onLogout }: { me: User; directory:
             })}
         </ul>
       </nav>
+      <Toasts mentions={mentions.list} users={users} dismiss={mentions.dismiss} />
       <main className="main">{room ? <Room key={room.id} room={room} me={me} users={users} /> : <p className="notice">No rooms.</p>}</main>
     </div>
   );
@@ -162,5 +164,38 @@ function ConnectionBadge() {
     <span className={`badge badge-${state}`} data-testid="connection-badge" data-state={state}>
       {LABELS[state]}
     </span>
+  );
+}
+
+interface Mention {
+  room: string;
+  message_id: number;
+  from: string;
+  text: string;
+}
+
+const MENTION_SHOWN_MS = 8000;
+
+/** @mentions the backend sends to this user (server-to-user events), wherever they are in the app. */
+function useMentions() {
+  const [list, setList] = useState<Mention[]>([]);
+  const dismiss = useCallback((id: number) => setList((l) => l.filter((m) => m.message_id !== id)), []);
+  useUserEvent<Mention>('mention', (mention) => {
+    setList((l) => [...l.filter((m) => m.message_id !== mention.message_id), mention]);
+    setTimeout(() => dismiss(mention.message_id), MENTION_SHOWN_MS);
+  });
+  return { list, dismiss };
+}
+
+function Toasts({ mentions, users, dismiss }: { mentions: Mention[]; users: ReadonlyMap<string, User>; dismiss: (id: number) => void }) {
+  return (
+    <div className="toasts" aria-live="polite">
+      {mentions.map((m) => (
+        <a key={m.message_id} className="toast" data-testid="toast" href={`#/${m.room}`} onClick={() => dismiss(m.message_id)}>
+          <strong>{users.get(m.from)?.name ?? m.from}</strong> mentioned you in #{m.room}
+          <span>{m.text}</span>
+        </a>
+      ))}
+    </div>
   );
 }
