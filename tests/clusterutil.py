@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,23 @@ def start_cluster(tmp: Path, redis: RedisServer | RedisClusterFixture, apps: lis
              for i in range(gateways)]
     api = start_herald(tmp, apps=apps, command="trigger-api", extra_args=common, name="api")
     return Cluster(redis, procs, api, tmp, apps)
+
+
+@contextlib.contextmanager
+def running_cluster(tmp: Path, apps: list[dict[str, Any]], **kwargs: Any) -> Iterator[Cluster]:
+    """A single redis-server plus gateways and a trigger API, stopped afterwards."""
+    cluster = start_cluster(tmp, RedisServer(tmp).start(), apps, **kwargs)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def knowing(auth: AuthServer, apps: list[dict[str, Any]]) -> AuthServer:
+    """The test's auth endpoint, able to sign for these apps."""
+    for app in apps:
+        auth.add_app(app)
+    return auth
 
 
 async def until(check: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:

@@ -16,7 +16,16 @@ import pytest
 
 from tests import clusterutil
 from tests.authserver import AuthServer
-from tests.clusterutil import REAP_DEADLINE_S, Cluster, start_cluster, trigger_with_info, until, users_of
+from tests.clusterutil import (
+    REAP_DEADLINE_S,
+    Cluster,
+    knowing,
+    running_cluster,
+    start_cluster,
+    trigger_with_info,
+    until,
+    users_of,
+)
 from tests.pusherjs import NodeDriver, PusherJsClient
 from tests.rawclient import open_raw, unique
 from tests.redis_server import RedisClusterFixture, RedisServer
@@ -31,18 +40,13 @@ APPS = [APP, QUOTA_APP]
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = start_cluster(tmp_path, RedisServer(tmp_path).start(), APPS)
-    try:
+    with running_cluster(tmp_path, APPS) as made:
         yield made
-    finally:
-        made.stop()
 
 
 @pytest.fixture
 def cluster_auth(auth_server: AuthServer) -> AuthServer:
-    for app in APPS:
-        auth_server.add_app(app)
-    return auth_server
+    return knowing(auth_server, APPS)
 
 
 async def join_presence(node: NodeDriver, auth: AuthServer, name: str, port: int, user: str,

@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 
 from tests.authserver import AuthMode, AuthServer
-from tests.clusterutil import Cluster, start_cluster, until
+from tests.clusterutil import Cluster, knowing, running_cluster, until
 from tests.pusherjs import NodeDriver, PusherJsClient
 from tests.rawclient import RawClient, open_raw, unique
-from tests.redis_server import RedisServer
 
 pytest_plugins = ["tests.wsfixtures"]
 
@@ -30,18 +29,13 @@ APPS = [APP, STRICT]
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = start_cluster(tmp_path, RedisServer(tmp_path).start(), APPS)
-    try:
+    with running_cluster(tmp_path, APPS) as made:
         yield made
-    finally:
-        made.stop()
 
 
 @pytest.fixture
 def auth(auth_server: AuthServer) -> AuthServer:
-    for app in APPS:
-        auth_server.add_app(app)
-    return auth_server
+    return knowing(auth_server, APPS)
 
 
 async def signed_in(node: NodeDriver, auth: AuthServer, name: str, port: int, user: str,
