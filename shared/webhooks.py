@@ -51,9 +51,16 @@ class WebhookEvent:
         return out
 
 
+# An occupy/add cancels a pending vacate/remove (section 7.4), so it must reach the queue whenever the
+# app wants the event it cancels, even if no webhook takes the occupy/add itself.
+_CANCELS = {CHANNEL_OCCUPIED: CHANNEL_VACATED, MEMBER_ADDED: MEMBER_REMOVED}
+
+
 def wants(app: AppConfig, name: str) -> bool:
-    """Cheap check producers make before building events: does any webhook of the app take `name`?"""
-    return any(name in hook.event_types for hook in app.webhooks)
+    """Cheap check producers make before building events: does the queue need `name` for this app?"""
+    cancels = _CANCELS.get(name)
+    return any(name in hook.event_types or (cancels is not None and cancels in hook.event_types)
+               for hook in app.webhooks)
 
 
 class WebhookQueue(Protocol):

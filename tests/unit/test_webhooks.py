@@ -44,6 +44,7 @@ from shared.webhooks import (
     SUBSCRIPTION_COUNT,
     NullWebhookQueue,
     WebhookEvent,
+    wants,
 )
 from shared.webhooks_memory import MemoryJobStore
 from shared.webhooks_redis import RedisJobStore
@@ -658,3 +659,26 @@ def test_cli_refuses_negative_webhook_workers(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "herald", "serve", "--webhook-workers", "-1", "--port", "1"],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 2 and "--webhook-workers" in result.stderr, result.stderr
+
+
+async def test_reconnect_cancels_a_vacate_even_when_no_webhook_takes_occupied() -> None:
+    """Section 7.4 with a vacate-only webhook: the gateway still hands the re-occupy to the queue,
+    so the pending vacate is withdrawn and the receiver hears nothing."""
+    from tests.unit.fakes import Harness
+
+    app = make_app([WebhookConfig(url="http://127.0.0.1:9/hook", event_types=("channel_vacated",))])
+    assert wants(app, "channel_occupied") and wants(app, "channel_vacated")
+    assert not wants(app, "member_added")
+    harness = Harness()
+    queued: list[str] = []
+
+    class Recorder:
+        async def enqueue(self, app: AppConfig, events: Sequence[Any]) -> None:
+            queued.extend(e.name for e in events)
+
+    harness.backend.webhooks = Recorder()  # type: ignore[assignment]
+    client = harness.connect(app)
+    await client.subscribe("news")
+    await client.unsubscribe("news")
+    await client.subscribe("news")
+    assert queued == ["channel_occupied", "channel_vacated", "channel_occupied"]
