@@ -540,7 +540,7 @@ def parse_args() -> argparse.Namespace:
                    help="run Herald as committed at git revision REV (a clean `git archive` export), ignoring "
                         "uncommitted changes in the working tree")
     p.add_argument("--patch", metavar="FILE", help="with --herald-rev: apply this -p1 diff to the export "
-                                                   "(e.g. loadtest/experiments/*.patch)")
+                                                   "(e.g. a fix under review)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="S",
                    help="first wait up to S seconds for other processes to use under 20%% CPU")
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with logs (and profiles)")
