@@ -143,9 +143,18 @@ async function openPage(context, user, node) {
   page.messageEvents = []; // "message" events received over the WebSocket
   page.errors = [];
   page.on('pageerror', (error) => page.errors.push(String(error)));
+  page.frames_ = []; // the last frames both ways, printed when a check fails
+  const keep = (direction, payload) => {
+    page.frames_.push(`${new Date().toISOString().slice(11, 23)} ${direction} ${String(payload).slice(0, 300)}`);
+    if (page.frames_.length > 40) page.frames_.shift();
+  };
   page.on('websocket', (ws) => {
     page.sockets.push(ws.url());
+    keep('open', ws.url());
+    ws.on('close', () => keep('close', ''));
+    ws.on('framesent', ({ payload }) => keep('>>', payload));
     ws.on('framereceived', ({ payload }) => {
+      keep('<<', payload);
       try {
         const frame = JSON.parse(String(payload));
         if (frame.event === 'message') page.messageEvents.push(JSON.parse(frame.data));
@@ -153,6 +162,11 @@ async function openPage(context, user, node) {
         // not JSON: nothing of ours
       }
     });
+  });
+  page.on('requestfinished', async (request) => {
+    if (!request.url().includes('/pusher/')) return;
+    const response = await request.response();
+    keep('http', `${request.method()} ${new URL(request.url()).pathname} ${request.postData()} -> ${response?.status()}`);
   });
   await page.goto(`${CHAT_URL}/?node=${node}#/general`);
   await page.locator(tid(`login-${user}`)).click({ timeout: TIMEOUT });
@@ -337,6 +351,10 @@ async function main() {
     report('failed', { error: String(error.message ?? error) });
     for (const page of pages) {
       if (page.isClosed()) continue;
+      const badge = await page.locator(tid('connection-badge')).getAttribute('data-state').catch(() => null);
+      const members = await page.locator('[data-testid^="member-"]').evaluateAll((els) =>
+        els.map((el) => `${el.dataset.testid}=${el.dataset.online}`)).catch(() => []);
+      report('state', { user: page.user, badge, members, frames: page.frames_ ?? [] });
       const file = path.join(SCREENSHOT_DIR, `failure-${page.user.replace(/\W+/g, '-')}.png`);
       await page.screenshot({ path: file }).then(() => report('screenshot', { file }), () => undefined);
     }

@@ -15,14 +15,25 @@ export function App() {
   }, []);
 
   useEffect(() => {
-    // Reloaded with every sign-in: the rooms depend on who you are.
-    if (me === undefined) return;
-    api.directory().then(setDirectory, (e) => setFailure(String(e)));
-    if (me) {
-      // ?node=N asks the backend for its Nth gateway (the browser test puts two users on two).
-      const node = new URLSearchParams(window.location.search).get('node');
-      api.config(node).then(setConfig, (e) => setFailure(String(e)));
-    }
+    // Loaded again with every sign-in (the rooms depend on who you are), and only the answers for
+    // the current user count: the ones asked for before signing in may arrive after.
+    if (me === undefined) return undefined;
+    let current = true;
+    setDirectory(null);
+    setConfig(null);
+    // ?node=N asks the backend for its Nth gateway (the browser test puts two users on two).
+    const node = new URLSearchParams(window.location.search).get('node');
+    Promise.all([api.directory(), me ? api.config(node) : null]).then(
+      ([directory, config]) => {
+        if (!current) return;
+        setDirectory(directory);
+        setConfig(config);
+      },
+      (e) => current && setFailure(String(e)),
+    );
+    return () => {
+      current = false;
+    };
   }, [me]);
 
   if (failure) return <p className="notice">Cannot reach the backend: {failure}</p>;
@@ -97,7 +108,7 @@ function ChatLayout({ me, directory, gateway, onLogout }: { me: User; directory:
   }, [directory]);
 
   const users = useMemo(() => new Map(directory.users.map((u) => [u.id, u])), [directory]);
-  const room = directory.rooms.find((r) => r.id === roomId);
+  const room = directory.rooms.find((r) => r.id === roomId) ?? directory.rooms[0];
   // Signs in to Herald (user authentication) and follows the watchlist: who is online anywhere.
   const { isOnline, signedIn } = useUser();
   const mentions = useMentions();
@@ -122,7 +133,7 @@ function ChatLayout({ me, directory, gateway, onLogout }: { me: User; directory:
         <ul>
           {directory.rooms.map((r) => (
             <li key={r.id}>
-              <a href={`#/${r.id}`} data-testid={`room-${r.id}`} className={r.id === roomId ? 'active' : ''}>
+              <a href={`#/${r.id}`} data-testid={`room-${r.id}`} className={r.id === room?.id ? 'active' : ''}>
                 # {r.title}
               </a>
             </li>
