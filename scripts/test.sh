@@ -27,8 +27,10 @@ fi
 
 .venv/bin/ruff check .
 .venv/bin/mypy
-.venv/bin/pytest "$@"
 
 if [ -f react/package-lock.json ]; then
   (cd react && npm run typecheck && npm run build && HERALD_PYTHON="$PWD/../.venv/bin/python" npm test)
 fi
+
+# pytest last, so its summary is the run's closing line.
+.venv/bin/pytest "$@"
