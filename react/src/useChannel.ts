@@ -69,14 +69,16 @@ export function useChannelStatus(channel: Channel | null | undefined): ChannelSt
       read();
     };
     const connection = channel.pusher.connection;
+    // pusher-js emits state_change before its own handlers reset the channels, so read afterwards.
+    const readAfterStateChange = (): void => queueMicrotask(read);
     channel.bind('pusher:subscription_succeeded', onSucceeded);
     channel.bind('pusher:subscription_error', onError);
-    connection.bind('state_change', read);
+    connection.bind('state_change', readAfterStateChange);
     read();
     return () => {
       channel.unbind('pusher:subscription_succeeded', onSucceeded);
       channel.unbind('pusher:subscription_error', onError);
-      connection.unbind('state_change', read);
+      connection.unbind('state_change', readAfterStateChange);
     };
   }, [channel]);
 

@@ -78,14 +78,16 @@ export function usePresenceChannel<TInfo = unknown>(name: string | null | undefi
     channel.bind('pusher:subscription_error', onError);
     channel.bind('pusher:member_added', refresh);
     channel.bind('pusher:member_removed', refresh);
-    connection.bind('state_change', refresh);
+    // pusher-js emits state_change before its own handlers empty the roster, so refresh afterwards.
+    const refreshAfterStateChange = (): void => queueMicrotask(refresh);
+    connection.bind('state_change', refreshAfterStateChange);
     refresh();
     return () => {
       channel.unbind('pusher:subscription_succeeded', onSucceeded);
       channel.unbind('pusher:subscription_error', onError);
       channel.unbind('pusher:member_added', refresh);
       channel.unbind('pusher:member_removed', refresh);
-      connection.unbind('state_change', refresh);
+      connection.unbind('state_change', refreshAfterStateChange);
     };
   }, [channel]);
 

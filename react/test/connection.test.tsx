@@ -75,6 +75,10 @@ describe('useConnectionState', () => {
 
     // Crash the server (no goodbye frame), keep it down past unavailableTimeout.
     await herald.stop('SIGKILL');
+    // As soon as pusher-js is reconnecting, the channel and the roster are no longer live (not only
+    // once it gives up a second later): pusher-js resets them right after emitting state_change.
+    await waitFor(() => view!.text('badge') === 'connecting', { timeout: 10_000 });
+    await waitFor(() => view!.text('feed') === 'pending' && view!.text('room') === 'out', { timeout: 500 });
     await waitFor(() => view!.text('badge') === 'unavailable', { timeout: 10_000 });
     expect(view.text('feed')).toBe('pending');
     expect(view.text('room')).toBe('out');
