@@ -57,6 +57,8 @@ class Clients:
         self.pings_received = 0
         self.unexpected: list[bytes] = []
         self.next_index = 0
+        self.failures: list[str] = []
+        self.subscribed_ok = 0
 
     def on_frame(self, client: c.WsClient, opcode: int, payload: bytes, now: float) -> None:
         if opcode != 1 or c.answer_pusher_ping(client, payload):
@@ -87,11 +89,17 @@ class Clients:
                 self.established[i] = loop.create_future()
                 self.subscribed[i] = loop.create_future()
                 t0 = time.monotonic()
-                self.clients.append(await c.open_ws(self.port, c.pusher_path(), i, self.on_frame))
-                t1 = await asyncio.wait_for(self.established[i], 30)
-                t2 = await asyncio.wait_for(self.subscribed[i], 30)
+                try:
+                    client = await c.open_ws(self.port, c.pusher_path(), i, self.on_frame)
+                    self.clients.append(client)
+                    t1 = await asyncio.wait_for(self.established[i], 30)
+                    t2 = await asyncio.wait_for(self.subscribed[i], 30)
+                except (OSError, RuntimeError, TimeoutError) as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}"[:200])
+                    return
                 to_established.append(t1 - t0)
                 to_subscribed.append(t2 - t0)
+                self.subscribed_ok += 1
 
         first = self.next_index
         self.next_index += n
@@ -129,7 +137,6 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
         await clients.close_all()
     await asyncio.sleep(2.0)
     rss_base = c.rss_kib(server.pid)
-    redis_base = int(c.redis_info(redis_url, "memory")["used_memory"]) if redis_url else 0
 
     cpu0 = (c.cpu_seconds(server.pid), c.cpu_seconds(os.getpid()))
     redis_cpu0 = c.cpu_seconds(redis_proc.pid) if redis_proc else 0.0
@@ -139,6 +146,8 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
     others0 = c.cpu_snapshot(procs.pids())
     wait0 = c.run_wait_seconds(server.pid)
     t0 = time.monotonic()
+    clients.subscribed_ok = 0
+    clients.failures.clear()
     to_est, to_sub = await clients.open_many(args.connections, args.concurrency)
     ramp = time.monotonic() - t0
     cpu1 = (c.cpu_seconds(server.pid), c.cpu_seconds(os.getpid()))
@@ -150,25 +159,28 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
 
     await asyncio.sleep(args.settle)
     rss_after = c.rss_kib(server.pid)
-    n = args.connections
+    n = clients.subscribed_ok
+    if clients.failures:
+        print(f"FAILED:           {len(clients.failures)} of {args.connections} sockets did not get subscribed, "
+              f"e.g. {clients.failures[0]}")
     print(f"server RSS:       {rss_start / 1024:.1f} MiB at start, {rss_base / 1024:.1f} MiB after "
           f"{args.warmup} warm-up sockets, {rss_after / 1024:.1f} MiB with {n} idle sockets")
-    print(f"memory/conn:      {(rss_after - rss_base) / n:.1f} KiB per idle subscribed connection "
-          f"(server RSS delta {(rss_after - rss_base) / 1024:.1f} MiB / {n})")
+    opened = max(1, len(clients.clients))
+    print(f"memory/conn:      {(rss_after - rss_base) / opened:.1f} KiB per idle subscribed connection "
+          f"(server RSS delta {(rss_after - rss_base) / 1024:.1f} MiB / {opened} open sockets)")
     if redis_url:
         redis_after = int(c.redis_info(redis_url, "memory")["used_memory"])
         keys = c.redis_info(redis_url, "keyspace").get("db0", "keys=0").split(",")[0]
-        print(f"redis memory:     used_memory {redis_base / 1024:.0f} KiB before the ramp, "
-              f"{redis_after / 1024:.0f} KiB after ({keys}; Herald keeps counters per channel/node, "
-              f"not per socket)")
+        print(f"redis:            {keys.replace('keys=', '')} keys, used_memory {redis_after / 1024:.0f} KiB "
+              f"(Herald keeps counters per channel and node, not per socket)")
     print(f"handshake rate:   {n / ramp:.0f} connections/s ({n} connected + subscribed in {ramp:.2f}s)")
     print(f"handshake ms:     connect->established p50 {1000 * c.percentile(to_est, 50):.1f} "
           f"p99 {1000 * c.percentile(to_est, 99):.1f}; connect->subscribed p50 "
           f"{1000 * c.percentile(to_sub, 50):.1f} p99 {1000 * c.percentile(to_sub, 99):.1f} "
-          f"max {1000 * to_sub[-1]:.1f}")
+          f"max {1000 * c.percentile(to_sub, 100):.1f}")
     server_cpu, client_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     line = (f"ramp CPU:         herald {server_cpu:.2f}s ({100 * server_cpu / ramp:.0f}%, "
-            f"{1e6 * server_cpu / n:.0f} us/connection), client (this process) {client_cpu:.2f}s "
+            f"{1e6 * server_cpu / opened:.0f} us/connection), client (this process) {client_cpu:.2f}s "
             f"({100 * client_cpu / ramp:.0f}%)")
     if redis_proc:
         line += f", redis {redis_cpu1 - redis_cpu0:.2f}s ({100 * (redis_cpu1 - redis_cpu0) / ramp:.0f}%)"
@@ -197,7 +209,7 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
     if profile is not None:
         print(f"profile of herald during the ramp (py-spy, {profile}):")
         print(c.summarize_profile(profile, 20))
-    if clients.pings_received < n:
+    if clients.pings_received < n or clients.failures:
         raise SystemExit(1)
 
 
