@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 from shared import protocol, webhooks
 from shared.backend import Backend, new_node_id
@@ -25,6 +25,11 @@ DEFAULT_PREFIX = "herald"
 # Commands fail fast while Redis is away, so HTTP requests answer 503 instead of hanging.
 SOCKET_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 1.0
+# Connections to Redis per process, and how long a command waits for a free one before failing.
+POOL_CONNECTIONS = 128
+POOL_WAIT_S = 5.0
+# redis-py's cluster pool can't wait, so it gets room for bursts (per Redis node).
+CLUSTER_POOL_CONNECTIONS = 1024
 
 
 class RedisBackend(Backend):
@@ -77,7 +82,14 @@ def redis_backend(
     if cluster is None:
         cluster = _is_cluster(url)
     opts: dict[str, Any] = {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S}
-    client: Any = RedisCluster.from_url(url, **opts) if cluster else Redis.from_url(url, **opts)
+    client: Any
+    if cluster:
+        client = RedisCluster.from_url(url, max_connections=CLUSTER_POOL_CONNECTIONS, **opts)
+    else:
+        # A waiting pool: bursts (a reconnect storm, many concurrent API requests) queue for a
+        # connection instead of failing with "Too many connections" as redis-py's default pool does.
+        pool = BlockingConnectionPool.from_url(url, max_connections=POOL_CONNECTIONS, timeout=POOL_WAIT_S, **opts)
+        client = Redis.from_pool(pool)
     node_id = new_node_id()
     bus = RedisBus(url, prefix, client, cluster)
     state = RedisState(client, prefix, node_id, lease_s=lease_s, reaper_interval_s=reaper_interval_s)
