@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -42,8 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
+from shared.redis_scripts import ScriptRunner
 from shared.state import CachedEvent, Member, PresenceJoin, StoreUnavailable
 
 log = logging.getLogger("herald.state")
@@ -310,7 +310,7 @@ class RedisState:
         self.key_ttl_ms = int(lease_s * KEY_TTL_FACTOR * 1000)
         self._mirror: dict[str, _Mirror] = {}
         self._gate = _Gate()
-        self._shas: dict[str, str] = {}
+        self._scripts = ScriptRunner(client)
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: list[TransitionsListener] = []
         self._needs_sync = True
@@ -332,15 +332,7 @@ class RedisState:
         return f"{self.prefix}:{{{app_id}}}"
 
     async def _script(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        sha = self._shas.get(source)
-        if sha is not None:
-            try:
-                return await self.client.evalsha(sha, len(keys), *keys, *args)
-            except NoScriptError:
-                pass
-        result = await self.client.eval(source, len(keys), *keys, *args)
-        self._shas[source] = hashlib.sha1(source.encode()).hexdigest()  # Redis names scripts by SHA-1
-        return result
+        return await self._scripts.run(source, keys, args)
 
     def _app(self, app_id: str) -> _Mirror:
         mirror = self._mirror.get(app_id)

@@ -17,13 +17,11 @@ Times come from the callers' clocks (like node leases), so processes need synchr
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
 from shared.config import AppRegistry
+from shared.redis_scripts import ScriptRunner
 from shared.webhook_queue import DEFAULT_WORKERS, Claimed, Entry, QueuedWebhooks
 
 # KEYS: due, jobs, cancel, ckey, seq. ARGV: n, then n x (job or "", due ms, set-cancel key or "",
@@ -104,26 +102,19 @@ return #ARGV
 """
 
 
+
 class RedisJobStore:
     def __init__(self, client: Any, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
-        self._shas: dict[str, str] = {}
+        self._scripts = ScriptRunner(client)
 
     def keys(self, app_id: str) -> dict[str, str]:
         base = f"{self.prefix}:{{{app_id}}}:wh"
         return {name: f"{base}:{name}" for name in ("due", "jobs", "tries", "cancel", "ckey", "seq")}
 
     async def _script(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        sha = self._shas.get(source)
-        if sha is not None:
-            try:
-                return await self.client.evalsha(sha, len(keys), *keys, *args)
-            except NoScriptError:
-                pass
-        result = await self.client.eval(source, len(keys), *keys, *args)
-        self._shas[source] = hashlib.sha1(source.encode()).hexdigest()  # Redis names scripts by SHA-1
-        return result
+        return await self._scripts.run(source, keys, args)
 
     async def add(self, app_id: str, entries: Sequence[Entry]) -> list[int]:
         k = self.keys(app_id)
