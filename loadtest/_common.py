@@ -22,9 +22,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -520,3 +522,16 @@ def answer_pusher_ping(client: WsClient, payload: bytes) -> bool:
         client.send_text(PUSHER_PONG)
         return True
     return False
+
+
+def run_benchmark(name: str, args: Any, run: Callable[[Any, Any], Awaitable[None]], keep: bool) -> None:
+    """Run `run(args, procs)` on uvloop inside the benchmark environment (temp dir, child processes
+    torn down on every exit path), with `--herald-rev` exported first when given."""
+    with bench_environment(name, keep=keep) as procs:
+        if args.herald_rev:
+            args.herald_src = export_rev(args.herald_rev, procs.workdir, args.patch)
+        try:
+            uvloop.run(run(args, procs))
+        except KeyboardInterrupt:
+            print("interrupted; stopping everything", file=sys.stderr)
+            raise SystemExit(130) from None

@@ -25,7 +25,6 @@ import urllib.request
 
 import _common as c
 import orjson
-import uvloop
 
 FD_HEADROOM = 200
 
@@ -250,14 +249,7 @@ def main() -> None:
         sys.exit(f"connections.py: {args.connections} connections need RLIMIT_NOFILE >= "
                  f"{args.connections + FD_HEADROOM} but the limit is {args.nofile} (hard limit reached); "
                  f"use --connections {args.nofile - FD_HEADROOM} or less")
-    with c.bench_environment("connections", keep=args.keep_logs or args.profile) as procs:
-        if args.herald_rev:
-            args.herald_src = c.export_rev(args.herald_rev, procs.workdir, args.patch)
-        try:
-            uvloop.run(run(args, procs))
-        except KeyboardInterrupt:
-            print("interrupted; stopping everything", file=sys.stderr)
-            raise SystemExit(130) from None
+    c.run_benchmark("connections", args, run, keep=args.keep_logs or args.profile)
 
 
 if __name__ == "__main__":

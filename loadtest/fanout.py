@@ -567,14 +567,7 @@ def main() -> None:
         uvloop.run(worker_main(args))
         return
     c.raise_nofile(args.subscribers + 1024)
-    with c.bench_environment("fanout", keep=args.keep_logs or args.profile) as procs:
-        if args.herald_rev:
-            args.herald_src = c.export_rev(args.herald_rev, procs.workdir, args.patch)
-        try:
-            uvloop.run(run(args, procs))
-        except KeyboardInterrupt:
-            print("interrupted; stopping everything", file=sys.stderr)
-            raise SystemExit(130) from None
+    c.run_benchmark("fanout", args, run, keep=args.keep_logs or args.profile)
 
 
 if __name__ == "__main__":
