@@ -325,25 +325,31 @@ def create_app(settings: Settings | None = None) -> Starlette:
         except ValueError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
 
-    async def history(request: Request) -> Response:
+    def member_of_room(request: Request) -> tuple[str, str] | Response:
+        """(user, room) for a signed-in user allowed in the room, or the error response."""
         user_id = current_user(request)
         if user_id is None:
             return unauthorized()
         room = request.path_params["room"]
         if not may_join(user_id, room):
             return JSONResponse({"error": "no such room"}, status_code=404)
+        return user_id, room
+
+    async def history(request: Request) -> Response:
+        allowed = member_of_room(request)
+        if isinstance(allowed, Response):
+            return allowed
+        _, room = allowed
         after_param = request.query_params.get("after")
         after = int(after_param) if after_param and after_param.isdigit() else None
         messages = await asyncio.to_thread(store.history, room, after)
         return JSONResponse({"messages": messages})
 
     async def post_message(request: Request) -> Response:
-        user_id = current_user(request)
-        if user_id is None:
-            return unauthorized()
-        room = request.path_params["room"]
-        if not may_join(user_id, room):
-            return JSONResponse({"error": "no such room"}, status_code=404)
+        allowed = member_of_room(request)
+        if isinstance(allowed, Response):
+            return allowed
+        user_id, room = allowed
         try:
             body = await request.json()
         except ValueError:
