@@ -36,6 +36,7 @@ class SubscriptionCounts:
         self._last_sent: dict[tuple[str, str], float] = {}
         self._trailing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._apps: dict[str, AppConfig] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def changed(self, app: AppConfig, channel: str, count: int) -> None:
         sends_event = app.enable_subscription_count
@@ -50,14 +51,17 @@ class SubscriptionCounts:
                 if key not in self._trailing:
                     self._apps[app.id] = app
                     loop = asyncio.get_running_loop()
-                    self._trailing[key] = loop.call_later(
-                        THROTTLE_S - (now - last), lambda: asyncio.ensure_future(self._send_trailing(key))
-                    )
+                    self._trailing[key] = loop.call_later(THROTTLE_S - (now - last), self._start_trailing, key)
                 return
         self._last_sent[key] = now
         if count == 0:
             self._last_sent.pop(key, None)
         await self._send(app, channel, count)
+
+    def _start_trailing(self, key: tuple[str, str]) -> None:
+        task = asyncio.ensure_future(self._send_trailing(key))
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
 
     async def _send_trailing(self, key: tuple[str, str]) -> None:
         self._trailing.pop(key, None)
