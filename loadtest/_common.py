@@ -535,3 +535,16 @@ def run_benchmark(name: str, args: Any, run: Callable[[Any, Any], Awaitable[None
         except KeyboardInterrupt:
             print("interrupted; stopping everything", file=sys.stderr)
             raise SystemExit(130) from None
+
+
+def add_source_args(p: Any) -> None:
+    """Flags both benchmarks share: which Herald code runs, and waiting for a quiet machine."""
+    p.add_argument("--herald-src", metavar="DIR",
+                   help="run Herald from another checkout (put on PYTHONPATH), e.g. to compare a patch")
+    p.add_argument("--herald-rev", metavar="REV",
+                   help="run Herald as committed at git revision REV (a clean `git archive` export), ignoring "
+                        "uncommitted changes in the working tree")
+    p.add_argument("--patch", metavar="FILE", help="with --herald-rev: apply this -p1 diff to the export "
+                                                   "(e.g. a fix under review)")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                   help="first wait up to S seconds for other processes to use under 20%% CPU")

@@ -222,15 +222,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=3.0, help="seconds between the ramp and the RSS reading")
     p.add_argument("--idle-seconds", type=float, default=5.0)
     p.add_argument("--redis", action="store_true", help="cluster mode: herald serve --redis-url (own redis-server)")
-    p.add_argument("--herald-src", metavar="DIR",
-                   help="run Herald from another checkout (put on PYTHONPATH), e.g. to compare a patch")
-    p.add_argument("--herald-rev", metavar="REV",
-                   help="run Herald as committed at git revision REV (a clean `git archive` export), ignoring "
-                        "uncommitted changes in the working tree")
-    p.add_argument("--patch", metavar="FILE", help="with --herald-rev: apply this -p1 diff to the export "
-                                                   "(e.g. a fix under review)")
-    p.add_argument("--wait-quiet", type=float, default=0, metavar="S",
-                   help="first wait up to S seconds for other processes to use under 20%% CPU")
+    c.add_source_args(p)
     p.add_argument("--keep-logs", action="store_true")
     p.add_argument("--profile", action="store_true",
                    help="sample herald with py-spy during the ramp (implies --keep-logs)")
