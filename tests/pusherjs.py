@@ -144,13 +144,7 @@ class PusherJsClient:
         await self.node.command("subscribe", client=self.name, channel=channel)
         if not wait:
             return None
-        report = await self.wait_for(
-            lambda r: r["type"] == "event"
-            and r["channel"] == channel
-            and r["event"] in ("pusher:subscription_succeeded", "pusher:subscription_error"),
-            timeout,
-            f"subscription result for {channel}",
-        )
+        report = await self._subscription_result(channel, timeout)
         if report["event"] != "pusher:subscription_succeeded":
             raise AssertionError(f"client {self.name}: subscription to {channel} failed: {report}")
         return report
@@ -158,16 +152,19 @@ class PusherJsClient:
     async def subscribe_expect_error(self, channel: str, timeout: float = DEFAULT_TIMEOUT) -> Report:
         """Subscribe and return the `pusher:subscription_error` the app sees (fails on success)."""
         await self.node.command("subscribe", client=self.name, channel=channel)
-        report = await self.wait_for(
+        report = await self._subscription_result(channel, timeout)
+        if report["event"] != "pusher:subscription_error":
+            raise AssertionError(f"client {self.name}: subscription to {channel} unexpectedly succeeded")
+        return report
+
+    async def _subscription_result(self, channel: str, timeout: float) -> Report:
+        return await self.wait_for(
             lambda r: r["type"] == "event"
             and r["channel"] == channel
             and r["event"] in ("pusher:subscription_succeeded", "pusher:subscription_error"),
             timeout,
             f"subscription result for {channel}",
         )
-        if report["event"] != "pusher:subscription_error":
-            raise AssertionError(f"client {self.name}: subscription to {channel} unexpectedly succeeded")
-        return report
 
     async def unsubscribe(self, channel: str) -> None:
         await self.node.command("unsubscribe", client=self.name, channel=channel)
