@@ -8,9 +8,11 @@ problem becomes a `pusher:error` or `pusher:subscription_error` and the connecti
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -43,6 +45,8 @@ class ProtocolHandler:
         self.clock = clock
         self.users = UserSessions(self)
         self.counts = SubscriptionCounts(self)
+        # (app, channel) -> [lock, holders]; see transitions()
+        self._transition_locks: dict[tuple[str, str], list[Any]] = {}
 
     # -- errors --------------------------------------------------------------------------------
 
@@ -206,18 +210,25 @@ class ProtocolHandler:
             await self.hub.join(conn, channel)
             joined_hub = True
             roster = "{}"
-            if member is not None:
-                result = await self.backend.presence.join(
-                    app_id, channel, conn.socket_id, member, conn.app.max_presence_members_per_channel
-                )
-                if not result.accepted:
-                    await self.hub.leave(conn, channel)
-                    limit = conn.app.max_presence_members_per_channel
-                    return self.subscription_error(
-                        conn, channel, "LimitReached", f"Presence channel is full ({limit} members)", 4100
+            async with self.transitions(conn.app, channel):
+                if member is not None:
+                    result = await self.backend.presence.join(
+                        app_id, channel, conn.socket_id, member, conn.app.max_presence_members_per_channel
                     )
-                roster = protocol.presence_roster([(m.user_id, m.user_info) for m in result.members])
-            count = await self.backend.occupancy.add(app_id, channel, conn.socket_id)
+                    if not result.accepted:
+                        await self.hub.leave(conn, channel)
+                        limit = conn.app.max_presence_members_per_channel
+                        return self.subscription_error(
+                            conn, channel, "LimitReached", f"Presence channel is full ({limit} members)", 4100
+                        )
+                    roster = protocol.presence_roster([(m.user_id, m.user_info) for m in result.members])
+                count = await self.backend.occupancy.add(app_id, channel, conn.socket_id)
+                events = []
+                if count == 1:
+                    events.append(WebhookEvent(webhooks.CHANNEL_OCCUPIED, channel))
+                if member is not None and result is not None and result.added:
+                    events.append(WebhookEvent(webhooks.MEMBER_ADDED, channel, user_id=member.user_id))
+                await self.webhook(conn.app, events)
         except Exception:
             if joined_hub:
                 await self.hub.leave(conn, channel)
@@ -252,12 +263,6 @@ class ProtocolHandler:
                 conn, channel, "pusher_internal:member_added",
                 protocol.member_added_data(member.user_id, member.user_info),
             )
-        events = []
-        if count == 1:
-            events.append(WebhookEvent(webhooks.CHANNEL_OCCUPIED, channel))
-        if member is not None and result is not None and result.added:
-            events.append(WebhookEvent(webhooks.MEMBER_ADDED, channel, user_id=member.user_id))
-        await self.webhook(app, events)
         await self.counts.changed(app, channel, count)
 
     async def replay_cache(self, conn: Connection, channel: str) -> None:
@@ -310,27 +315,51 @@ class ProtocolHandler:
         await self.hub.leave(conn, channel)
         failure: Exception | None = None
         count: int | None = None
-        try:
-            count = await self.backend.occupancy.remove(app_id, channel, conn.socket_id)
-        except Exception as exc:
-            # Keep going: the presence store must still record the leave (it repairs after outages).
-            failure = exc
-        events = []
-        if count == 0:
-            events.append(WebhookEvent(webhooks.CHANNEL_VACATED, channel))
-        if member is not None:
-            removed = await self.backend.presence.leave(app_id, channel, conn.socket_id, member)
-            if removed:
-                events.append(WebhookEvent(webhooks.MEMBER_REMOVED, channel, user_id=member.user_id))
-                await self.publish_internal(
-                    None, channel, "pusher_internal:member_removed",
-                    protocol.member_removed_data(member.user_id), app_id=app_id,
-                )
-        await self.webhook(conn.app, events)
+        removed = False
+        async with self.transitions(conn.app, channel):
+            try:
+                count = await self.backend.occupancy.remove(app_id, channel, conn.socket_id)
+            except Exception as exc:
+                # Keep going: the presence store must still record the leave (it repairs after outages).
+                failure = exc
+            events = []
+            if count == 0:
+                events.append(WebhookEvent(webhooks.CHANNEL_VACATED, channel))
+            if member is not None:
+                removed = await self.backend.presence.leave(app_id, channel, conn.socket_id, member)
+                if removed:
+                    events.append(WebhookEvent(webhooks.MEMBER_REMOVED, channel, user_id=member.user_id))
+            await self.webhook(conn.app, events)
+        if member is not None and removed:
+            await self.publish_internal(
+                None, channel, "pusher_internal:member_removed",
+                protocol.member_removed_data(member.user_id), app_id=app_id,
+            )
         if count is not None:
             await self.counts.changed(conn.app, channel, count)
         if failure is not None:
             raise failure
+
+    @contextlib.asynccontextmanager
+    async def transitions(self, app: AppConfig, channel: str) -> AsyncIterator[None]:
+        """Serialise a channel's transitions with their webhook enqueues on this node, so the queue sees
+        vacate-then-occupy in the order Redis decided them and can apply the 3 s cancel rule (7.4).
+        Only apps with webhooks pay for it; without, transitions run concurrently."""
+        if not app.webhooks:
+            yield
+            return
+        key = (app.id, channel)
+        entry = self._transition_locks.get(key)
+        if entry is None:
+            entry = self._transition_locks[key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._transition_locks[key]
 
     async def publish_internal(
         self, conn: Connection | None, channel: str, event: str, data: str, app_id: str | None = None
