@@ -122,34 +122,46 @@ return n
 _SYNC = """
 local base, node = ARGV[1], ARGV[2]
 local i = 5
-local want_occ = {}
+local want_occ, want_pres, want_member, want_users = {}, {}, {}, {}
 for _ = 1, tonumber(ARGV[4]) do want_occ[ARGV[i]] = tonumber(ARGV[i + 1]); i = i + 2 end
-local want_pres, want_member = {}, {}
 local m = tonumber(ARGV[i]); i = i + 1
 for _ = 1, m do
   want_pres[ARGV[i]] = tonumber(ARGV[i + 1]); want_member[ARGV[i]] = ARGV[i + 2]; i = i + 3
 end
-local occupied, vacated, added, removed = {}, {}, {}, {}
+local u = tonumber(ARGV[i]); i = i + 1
+for _ = 1, u do want_users[ARGV[i]] = tonumber(ARGV[i + 1]); i = i + 2 end
 
-local have_occ = {}
-local flat = redis.call('HGETALL', KEYS[2])
-for j = 1, #flat, 2 do have_occ[flat[j]] = tonumber(flat[j + 1]) end
-local function apply_occ(ch, want)
-  local delta = want - (have_occ[ch] or 0)
-  if delta == 0 then return end
-  local before = tonumber(redis.call('HGET', KEYS[1], ch) or '0')
-  local after = before + delta
-  if after <= 0 then redis.call('HDEL', KEYS[1], ch) else redis.call('HSET', KEYS[1], ch, after) end
-  if want > 0 then redis.call('HSET', KEYS[2], ch, want) else redis.call('HDEL', KEYS[2], ch) end
-  if before <= 0 and after > 0 then table.insert(occupied, ch) end
-  if before > 0 and after <= 0 then table.insert(vacated, ch) end
+local function read_counts(key)
+  local counts, flat = {}, redis.call('HGETALL', key)
+  for j = 1, #flat, 2 do counts[flat[j]] = tonumber(flat[j + 1]) end
+  return counts
 end
-for ch, want in pairs(want_occ) do apply_occ(ch, want) end
-for ch, _ in pairs(have_occ) do if want_occ[ch] == nil then apply_occ(ch, 0) end end
 
-local have_pres = {}
-flat = redis.call('HGETALL', KEYS[3])
-for j = 1, #flat, 2 do have_pres[flat[j]] = tonumber(flat[j + 1]) end
+-- Make this node's counts in node_key equal `want`, applying the difference to the cluster totals in
+-- agg; returns the fields that went from 0 to some (ups) and from some to 0 (downs).
+local function sync_counts(agg, node_key, want)
+  local have, ups, downs = read_counts(node_key), {}, {}
+  local function apply(f, w)
+    local delta = w - (have[f] or 0)
+    if delta == 0 then return end
+    local before = tonumber(redis.call('HGET', agg, f) or '0')
+    local after = before + delta
+    if after <= 0 then redis.call('HDEL', agg, f) else redis.call('HSET', agg, f, after) end
+    if w > 0 then redis.call('HSET', node_key, f, w) else redis.call('HDEL', node_key, f) end
+    if before <= 0 and after > 0 then table.insert(ups, f) end
+    if before > 0 and after <= 0 then table.insert(downs, f) end
+  end
+  for f, w in pairs(want) do apply(f, w) end
+  for f, _ in pairs(have) do if want[f] == nil then apply(f, 0) end end
+  return ups, downs
+end
+
+local occupied, vacated = sync_counts(KEYS[1], KEYS[2], want_occ)
+local online, offline = sync_counts(KEYS[5], KEYS[6], want_users)
+
+-- Presence totals live in one hash per channel, with the member's JSON beside them.
+local added, removed = {}, {}
+local have_pres = read_counts(KEYS[3])
 local function apply_pres(f, want)
   local delta = want - (have_pres[f] or 0)
   if delta == 0 then return end
@@ -174,26 +186,6 @@ local function apply_pres(f, want)
 end
 for f, want in pairs(want_pres) do apply_pres(f, want) end
 for f, _ in pairs(have_pres) do if want_pres[f] == nil then apply_pres(f, 0) end end
-
-local want_users = {}
-local u = tonumber(ARGV[i]); i = i + 1
-for _ = 1, u do want_users[ARGV[i]] = tonumber(ARGV[i + 1]); i = i + 2 end
-local online, offline = {}, {}
-local have_users = {}
-flat = redis.call('HGETALL', KEYS[6])
-for j = 1, #flat, 2 do have_users[flat[j]] = tonumber(flat[j + 1]) end
-local function apply_user(user, want)
-  local delta = want - (have_users[user] or 0)
-  if delta == 0 then return end
-  local before = tonumber(redis.call('HGET', KEYS[5], user) or '0')
-  local after = before + delta
-  if after <= 0 then redis.call('HDEL', KEYS[5], user) else redis.call('HSET', KEYS[5], user, after) end
-  if want > 0 then redis.call('HSET', KEYS[6], user, want) else redis.call('HDEL', KEYS[6], user) end
-  if before <= 0 and after > 0 then table.insert(online, user) end
-  if before > 0 and after <= 0 then table.insert(offline, user) end
-end
-for user, want in pairs(want_users) do apply_user(user, want) end
-for user, _ in pairs(have_users) do if want_users[user] == nil then apply_user(user, 0) end end
 
 if tonumber(ARGV[3]) > 0 then redis.call('HSET', KEYS[4], node, ARGV[3]) else redis.call('HDEL', KEYS[4], node) end
 return {occupied, vacated, added, removed, online, offline}
