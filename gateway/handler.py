@@ -28,7 +28,7 @@ from shared.channels import SERVER_TO_USER_PREFIX, ChannelKind, channel_name_err
 from shared.config import AppConfig
 from shared.signatures import auth_token_error, channel_string_to_sign
 from shared.state import Member, user_key
-from shared.webhooks import WebhookEvent
+from shared.webhooks import WebhookEvent, queue_webhooks
 
 log = logging.getLogger("herald.gateway")
 
@@ -279,16 +279,7 @@ class ProtocolHandler:
         await self.webhook(conn.app, [WebhookEvent(webhooks.CACHE_MISS, channel)])
 
     async def webhook(self, app: AppConfig, events: list[WebhookEvent]) -> None:
-        """Queue webhook events the app subscribes to; never fails the protocol action."""
-        if not app.webhooks:
-            return
-        wanted = [e for e in events if webhooks.wants(app, e.name)]
-        if not wanted:
-            return
-        try:
-            await self.backend.webhooks.enqueue(app, wanted)
-        except Exception:
-            log.warning("could not queue %d webhook events for app %s", len(wanted), app.id, exc_info=True)
+        await queue_webhooks(self.backend.webhooks, app, events)
 
     async def confirm_again(self, conn: Connection, channel: str) -> None:
         if conn.channels.get(channel) is not None:

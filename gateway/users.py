@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ import orjson
 from gateway.connection import Connection
 from shared import protocol
 from shared.backend import Backend
-from shared.bus import Envelope
+from shared.bus import watch_status_envelope
 from shared.channels import SERVER_TO_USER_PREFIX
 from shared.protocol import WATCH_PREFIX, WATCHLIST_EVENT, watchlist_events
 from shared.signatures import auth_token_error
@@ -119,11 +118,7 @@ class UserSessions:
         return None
 
     async def publish_status(self, app_id: str, user_id: str, online: bool) -> None:
-        data = watchlist_events([user_id], []) if online else watchlist_events([], [user_id])
-        await self.backend.bus.publish(
-            Envelope(app_id, WATCH_PREFIX + user_id, WATCHLIST_EVENT, data, origin=self.backend.node_id,
-                     ts=time.time())
-        )
+        await self.backend.bus.publish(watch_status_envelope(app_id, user_id, online, self.backend.node_id))
 
     async def close(self, conn: Connection) -> None:
         """The socket is gone: leave the user's internal topics and count it out."""

@@ -8,11 +8,14 @@ leaves, so a node only receives traffic for channels it serves.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgpack
+
+from shared import protocol
 
 
 class BusUnavailable(Exception):
@@ -50,6 +53,13 @@ class Envelope:
     def unpack(cls, raw: bytes) -> Envelope:
         fields = msgpack.unpackb(raw, raw=False, use_list=True)
         return cls(*fields)
+
+
+def watch_status_envelope(app_id: str, user_id: str, online: bool, origin: str) -> Envelope:
+    """A user's online/offline change, for the sockets watching it (on the `#watch-{user}` topic)."""
+    data = protocol.watchlist_events([user_id], []) if online else protocol.watchlist_events([], [user_id])
+    return Envelope(app_id, protocol.WATCH_PREFIX + user_id, protocol.WATCHLIST_EVENT, data, origin=origin,
+                    ts=time.time())
 
 
 Receiver = Callable[[Envelope], None]

@@ -10,12 +10,12 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 from shared import protocol, webhooks
 from shared.backend import Backend, new_node_id
-from shared.bus import BusUnavailable, Envelope
+from shared.bus import BusUnavailable, Envelope, watch_status_envelope
 from shared.config import AppRegistry
 from shared.redis_pubsub import RedisBus
 from shared.redis_state import NODE_LEASE_S, REAPER_INTERVAL_S, RedisState, Transitions
 from shared.webhook_queue import DEFAULT_WORKERS
-from shared.webhooks import WebhookEvent
+from shared.webhooks import WebhookEvent, queue_webhooks
 from shared.webhooks_redis import redis_webhook_queue
 
 log = logging.getLogger("herald.redis")
@@ -49,10 +49,6 @@ class RedisBackend(Backend):
         await self.webhooks.close()
         await self.bus.close()
         await self.state.client.aclose()
-
-
-def watch_envelope(app_id: str, user: str, data: str, node_id: str, now: float) -> Envelope:
-    return Envelope(app_id, protocol.WATCH_PREFIX + user, protocol.WATCHLIST_EVENT, data, origin=node_id, ts=now)
 
 
 def _is_cluster(url: str) -> bool:
@@ -107,11 +103,9 @@ def redis_backend(
                      protocol.member_added_data(m.user_id, m.user_info), origin=node_id, ts=now)
             for channel, m in transitions.added
         ] + [
-            watch_envelope(app_id, user, protocol.watchlist_events([user], []), node_id, now)
-            for user in transitions.online
+            watch_status_envelope(app_id, user, True, node_id) for user in transitions.online
         ] + [
-            watch_envelope(app_id, user, protocol.watchlist_events([], [user]), node_id, now)
-            for user in transitions.offline
+            watch_status_envelope(app_id, user, False, node_id) for user in transitions.offline
         ]
         try:
             for envelope in envelopes:
@@ -119,7 +113,7 @@ def redis_backend(
         except BusUnavailable:
             log.warning("could not publish %d repair transitions for app %s", len(envelopes), app_id)
         app = backend.apps.by_id(app_id) if backend.apps is not None else None
-        if app is None or not app.webhooks:
+        if app is None:
             return
         events = (
             [WebhookEvent(webhooks.CHANNEL_OCCUPIED, c) for c in transitions.occupied]
@@ -127,12 +121,7 @@ def redis_backend(
             + [WebhookEvent(webhooks.MEMBER_REMOVED, c, user_id=m.user_id) for c, m in transitions.removed]
             + [WebhookEvent(webhooks.CHANNEL_VACATED, c) for c in transitions.vacated]
         )
-        wanted = [e for e in events if webhooks.wants(app, e.name)]
-        if wanted:
-            try:
-                await backend.webhooks.enqueue(app, wanted)
-            except Exception:
-                log.warning("could not queue %d webhook events for app %s", len(wanted), app_id, exc_info=True)
+        await queue_webhooks(backend.webhooks, app, events)
 
     queue = redis_webhook_queue(client, prefix, apps, workers=webhook_workers)
     backend = RedisBackend(bus, state, state, state, state, state, node_id=node_id, webhooks=queue, apps=apps)

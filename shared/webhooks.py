@@ -8,11 +8,14 @@ and delivery.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.config import AppConfig
+
+log = logging.getLogger("herald.webhooks")
 
 CHANNEL_OCCUPIED = "channel_occupied"
 CHANNEL_VACATED = "channel_vacated"
@@ -71,6 +74,20 @@ class WebhookQueue(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+async def queue_webhooks(queue: WebhookQueue, app: AppConfig, events: Sequence[WebhookEvent]) -> None:
+    """Queue the events the app's webhooks need; a queue failure is logged, never raised, so it can't
+    fail the protocol action or repair that produced the events."""
+    if not app.webhooks:
+        return
+    wanted = [e for e in events if wants(app, e.name)]
+    if not wanted:
+        return
+    try:
+        await queue.enqueue(app, wanted)
+    except Exception:
+        log.warning("could not queue %d webhook events for app %s", len(wanted), app.id, exc_info=True)
 
 
 class NullWebhookQueue:
