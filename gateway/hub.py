@@ -36,14 +36,16 @@ class Hub:
     def local_count(self, app_id: str, channel: str) -> int:
         return len(self._members.get((app_id, channel), ()))
 
-    async def join(self, conn: Connection, channel: str) -> None:
-        """Add `conn` to `channel`, holding its events until `conn.release(channel)`.
+    async def join(self, conn: Connection, channel: str, hold: bool = True) -> None:
+        """Add `conn` to `channel`, holding its events until `conn.release(channel)` (unless `hold` is
+        False: internal topics have no subscription confirmation to wait for).
 
         Returns after the node's bus subscription for the channel is active, so no event published
         after this returns can be missed.
         """
         topic = (conn.app.id, channel)
-        conn.held[channel] = []
+        if hold:
+            conn.held[channel] = []
         members = self._members.setdefault(topic, {})
         members[conn.socket_id] = conn
         ready = self._ready.get(topic)

@@ -99,8 +99,7 @@ class UserSessions:
         conn.user = user
         conn.authorized = True
         hub = self.handler.hub
-        await hub.join(conn, SERVER_TO_USER_PREFIX + user.id)
-        conn.release(SERVER_TO_USER_PREFIX + user.id)
+        await hub.join(conn, SERVER_TO_USER_PREFIX + user.id, hold=False)
         conn.send(protocol.event("pusher:signin_success", {"user_data": user_data}))
         if truncated:
             error(conn, f"Watchlist limit exceeded. Only the first {MAX_WATCHLIST} user IDs are accepted.",
@@ -109,8 +108,7 @@ class UserSessions:
             await self.publish_status(app.id, user.id, online=True)
         if user.watchlist and app.enable_watchlist_events:
             for watched in user.watchlist:
-                await hub.join(conn, WATCH_PREFIX + watched)
-                conn.release(WATCH_PREFIX + watched)
+                await hub.join(conn, WATCH_PREFIX + watched, hold=False)
             status = await self.backend.users.online(app.id, list(user.watchlist))
             online = [w for w, up in zip(user.watchlist, status, strict=True) if up]
             offline = [w for w, up in zip(user.watchlist, status, strict=True) if not up]
