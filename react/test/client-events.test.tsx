@@ -1,6 +1,5 @@
 import { StrictMode, useEffect } from 'react';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type Pusher from 'pusher-js';
+import { describe, expect, it } from 'vitest';
 import {
   ClientEventError,
   HeraldProvider,
@@ -12,40 +11,14 @@ import {
   type ClientTrigger,
   type EventMetadata,
 } from '../src';
-import { startHerald, type HeraldServer } from './helpers/herald';
-import { startAuthServer, type AuthServer } from './helpers/auth';
-import { clientOptions, makeClient, recordSentFrames } from './helpers/clients';
+import { clientOptions, makeClient } from './helpers/clients';
 import { APP } from './helpers/herald';
 import PusherWithEncryption from 'pusher-js/dist/web/pusher-with-encryption.js';
-import { mount, sleep, waitFor, type Mounted } from './helpers/react';
+import { liveSuite } from './helpers/suite';
+import { mount, sleep, waitFor } from './helpers/react';
 
-let herald: HeraldServer;
-let auth: AuthServer;
-let wire: ReturnType<typeof recordSentFrames>;
-const clients: Pusher[] = [];
-const views: Mounted[] = [];
-
-beforeAll(async () => {
-  [herald, auth] = await Promise.all([startHerald(), startAuthServer()]);
-  wire = recordSentFrames();
-});
-
-afterEach(() => {
-  for (const view of views.splice(0)) view.unmount();
-  for (const client of clients.splice(0)) client.disconnect();
-  wire.frames.length = 0;
-});
-
-afterAll(async () => {
-  wire.restore();
-  await Promise.all([herald?.stop(), auth?.close()]);
-});
-
-function user(userId: string): Pusher {
-  const client = makeClient({ heraldPort: herald.port, authUrl: auth.url, userId, userName: userId });
-  clients.push(client);
-  return client;
-}
+const live = liveSuite();
+const { user } = live;
 
 interface Typing {
   typing: boolean;
@@ -83,7 +56,7 @@ async function pair(channel: string) {
         </HeraldProvider>
       </StrictMode>,
     );
-    views.push(view);
+    live.views.push(view);
     await waitFor(() => view.text('status') === 'subscribed');
   }
   return { logs, triggers };
@@ -98,7 +71,7 @@ describe('useClientTrigger', () => {
     expect(logs.bob).toEqual([{ data: { typing: true }, meta: {} }]);
     // The server does not echo a client event to its sender.
     expect(logs.alice).toEqual([]);
-    expect(wire.count('client-typing', 'private-chat')).toBe(1);
+    expect(live.wire.count('client-typing', 'private-chat')).toBe(1);
   });
 
   it('tags client events on a presence channel with the sender user id', async () => {
@@ -132,16 +105,16 @@ describe('useClientTrigger', () => {
         <Receiver />
       </HeraldProvider>,
     );
-    views.push(bobView);
+    live.views.push(bobView);
     const aliceView = mount(
       <HeraldProvider client={alice}>
         <ByName />
       </HeraldProvider>,
     );
-    views.push(aliceView);
+    live.views.push(aliceView);
     await waitFor(() => aliceView.text('by-name') === 'true' && bobView.text('count') === '2');
     // Both hooks share alice's one subscription.
-    expect(wire.count('pusher:subscribe', 'presence-room')).toBe(2);
+    expect(live.wire.count('pusher:subscribe', 'presence-room')).toBe(2);
     expect(send!('client-wave', { hand: 'left' })).toBe(true);
     await waitFor(() => received.length === 1);
     expect(received).toEqual([{ hand: 'left' }]);
@@ -149,8 +122,8 @@ describe('useClientTrigger', () => {
 
   it('refuses public and encrypted channels, bad event names, and sends nothing unsubscribed', async () => {
     // The build with NaCl, or pusher-js refuses to create the encrypted channel at all.
-    const alice = new PusherWithEncryption(APP.key, clientOptions({ heraldPort: herald.port, authUrl: auth.url }));
-    clients.push(alice);
+    const alice = new PusherWithEncryption(APP.key, clientOptions({ heraldPort: live.herald.port, authUrl: live.auth.url }));
+    live.clients.push(alice);
     const triggers: Record<string, ClientTrigger> = {};
     function Triggers() {
       triggers.public = useClientTrigger('public-room');
@@ -159,8 +132,8 @@ describe('useClientTrigger', () => {
       return null;
     }
     // A private channel the server refuses (wrongly signed auth): never subscribed.
-    const refusedClient = makeClient({ heraldPort: herald.port, authUrl: auth.url, authPath: '/pusher/bad-auth' });
-    clients.push(refusedClient);
+    const refusedClient = makeClient({ heraldPort: live.herald.port, authUrl: live.auth.url, authPath: '/pusher/bad-auth' });
+    live.clients.push(refusedClient);
     function Refused() {
       const channel = useChannel('private-refused');
       triggers.refused = useClientTrigger(channel);
@@ -176,7 +149,7 @@ describe('useClientTrigger', () => {
         </HeraldProvider>
       </>,
     );
-    views.push(view);
+    live.views.push(view);
     await waitFor(() => triggers.public !== undefined);
     expect(() => triggers.public('client-x', {})).toThrow(ClientEventError);
     expect(() => triggers.public('client-x', {})).toThrow(
@@ -190,7 +163,7 @@ describe('useClientTrigger', () => {
     expect(() => triggers.refused('typing', {})).toThrow(/must start with "client-"/);
     expect(triggers.refused('client-nope', {})).toBe(false);
     await sleep(50);
-    expect(wire.count('client-nope')).toBe(0);
-    expect(wire.count('client-x')).toBe(0);
+    expect(live.wire.count('client-nope')).toBe(0);
+    expect(live.wire.count('client-x')).toBe(0);
   });
 });

@@ -1,41 +1,15 @@
 import { StrictMode } from 'react';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type Pusher from 'pusher-js';
-import type PusherServer from 'pusher';
 import { HeraldProvider, usePresenceChannel } from '../src';
-import { startHerald, type HeraldServer } from './helpers/herald';
-import { startAuthServer, type AuthServer } from './helpers/auth';
-import { channelInfo, makeClient, recordSentFrames, serverSdk } from './helpers/clients';
+import { channelInfo } from './helpers/clients';
+import { liveSuite } from './helpers/suite';
 import { mount, sleep, waitFor, type Mounted } from './helpers/react';
 
-let herald: HeraldServer;
-let auth: AuthServer;
-let sdk: PusherServer;
-let wire: ReturnType<typeof recordSentFrames>;
-const clients: Pusher[] = [];
-const views: Mounted[] = [];
-
-beforeAll(async () => {
-  [herald, auth] = await Promise.all([startHerald(), startAuthServer()]);
-  sdk = serverSdk(herald.port);
-  wire = recordSentFrames();
-});
-
-afterEach(() => {
-  for (const view of views.splice(0)) view.unmount();
-  for (const client of clients.splice(0)) client.disconnect();
-  wire.frames.length = 0;
-});
-
-afterAll(async () => {
-  wire.restore();
-  await Promise.all([herald?.stop(), auth?.close()]);
-});
+const live = liveSuite();
 
 function user(userId: string, userName: string): Pusher {
-  const client = makeClient({ heraldPort: herald.port, authUrl: auth.url, userId, userName });
-  clients.push(client);
-  return client;
+  return live.user(userId, { userName });
 }
 
 /** Renders the roster as "count|me|id:name,id:name" (ids sorted). */
@@ -51,7 +25,7 @@ function Roster({ channel, testId }: { channel: string | null; testId: string })
 function show(client: Pusher, node: React.ReactNode, strict = false): Mounted {
   const tree = <HeraldProvider client={client}>{node}</HeraldProvider>;
   const view = mount(strict ? <StrictMode>{tree}</StrictMode> : tree);
-  views.push(view);
+  live.views.push(view);
   return view;
 }
 
@@ -67,7 +41,7 @@ describe('usePresenceChannel', () => {
     await waitFor(() => bobView.text('roster') === '2|bob|alice:Alice,bob:Bob');
     // Alice learns about Bob from pusher:member_added.
     await waitFor(() => aliceView.text('roster') === '2|alice|alice:Alice,bob:Bob');
-    expect(await channelInfo(sdk, 'presence-lobby')).toMatchObject({ user_count: 2, subscription_count: 2 });
+    expect(await channelInfo(live.sdk, 'presence-lobby')).toMatchObject({ user_count: 2, subscription_count: 2 });
 
     // Bob's component unmounts: the hook leaves the channel, Alice gets pusher:member_removed.
     bobView.render(
@@ -77,10 +51,10 @@ describe('usePresenceChannel', () => {
     );
     await waitFor(() => aliceView.text('roster') === '1|alice|alice:Alice');
     expect(bobView.text('roster')).toBe('not subscribed');
-    expect(await channelInfo(sdk, 'presence-lobby')).toMatchObject({ user_count: 1 });
+    expect(await channelInfo(live.sdk, 'presence-lobby')).toMatchObject({ user_count: 1 });
     // StrictMode on Alice's side: one subscription, and the auth endpoint was asked once per client.
-    expect(wire.count('pusher:subscribe', 'presence-lobby')).toBe(2);
-    expect(auth.calls['/pusher/auth']?.filter((c) => c.channel_name === 'presence-lobby')).toHaveLength(2);
+    expect(live.wire.count('pusher:subscribe', 'presence-lobby')).toBe(2);
+    expect(live.auth.calls['/pusher/auth']?.filter((c) => c.channel_name === 'presence-lobby')).toHaveLength(2);
   });
 
   it('gives a component that mounts later the full roster at once', async () => {
@@ -96,19 +70,19 @@ describe('usePresenceChannel', () => {
       </HeraldProvider>
     );
     const aliceView = mount(<Page sidebar={false} />);
-    views.push(aliceView);
+    live.views.push(aliceView);
     await waitFor(() => aliceView.text('main') === '2|alice|alice:Alice,bob:Bob');
 
     // The channel is already subscribed: no new subscription, no event to wait for.
     aliceView.render(<Page sidebar />);
     await waitFor(() => aliceView.text('sidebar') === '2|alice|alice:Alice,bob:Bob');
     await sleep(100);
-    expect(wire.count('pusher:subscribe', 'presence-late')).toBe(2);
+    expect(live.wire.count('pusher:subscribe', 'presence-late')).toBe(2);
 
     // Removing the sidebar leaves the main roster in the channel.
     aliceView.render(<Page sidebar={false} />);
     await sleep(150);
-    expect(wire.count('pusher:unsubscribe', 'presence-late')).toBe(0);
+    expect(live.wire.count('pusher:unsubscribe', 'presence-late')).toBe(0);
     expect(bobView.text('roster')).toBe('2|bob|alice:Alice,bob:Bob');
   });
 
@@ -124,11 +98,11 @@ describe('usePresenceChannel', () => {
     await waitFor(() => tab2View.text('roster') === '2|carol|carol:Carol,dave:Dave');
     // Closing one of Carol's tabs does not make her leave.
     tab1View.unmount();
-    views.splice(views.indexOf(tab1View), 1);
+    live.views.splice(live.views.indexOf(tab1View), 1);
     await sleep(300);
     expect(daveView.text('roster')).toBe('2|dave|carol:Carol,dave:Dave');
     tab2View.unmount();
-    views.splice(views.indexOf(tab2View), 1);
+    live.views.splice(live.views.indexOf(tab2View), 1);
     await waitFor(() => daveView.text('roster') === '1|dave|dave:Dave');
   });
 
@@ -147,7 +121,7 @@ describe('usePresenceChannel', () => {
     return waitFor(() => errors.length > 0).then(() => {
       expect(String(errors[0])).toMatch(/presence-/);
       view.unmount();
-      views.splice(views.indexOf(view), 1);
+      live.views.splice(live.views.indexOf(view), 1);
     });
   });
 });

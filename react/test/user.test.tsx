@@ -1,43 +1,16 @@
 import { StrictMode } from 'react';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type Pusher from 'pusher-js';
-import type PusherServer from 'pusher';
 import { HeraldProvider, useUser, useUserEvent } from '../src';
-import { startHerald, type HeraldServer } from './helpers/herald';
-import { startAuthServer, type AuthServer } from './helpers/auth';
-import { makeClient, recordSentFrames, serverSdk, type ClientOptions } from './helpers/clients';
-import { mount, sleep, waitFor, type Mounted } from './helpers/react';
+import { type ClientOptions } from './helpers/clients';
+import { liveSuite } from './helpers/suite';
+import { mount, sleep, waitFor } from './helpers/react';
 
-let herald: HeraldServer;
-let auth: AuthServer;
-let sdk: PusherServer;
-let wire: ReturnType<typeof recordSentFrames>;
-const clients: Pusher[] = [];
-const views: Mounted[] = [];
+const live = liveSuite();
 
 function user(userId: string, extra: Partial<ClientOptions> = {}): Pusher {
-  const client = makeClient({ heraldPort: herald.port, authUrl: auth.url, userId, userName: userId, ...extra });
-  clients.push(client);
-  return client;
+  return live.user(userId, extra);
 }
-
-beforeAll(async () => {
-  [herald, auth] = await Promise.all([startHerald(), startAuthServer()]);
-  sdk = serverSdk(herald.port);
-  wire = recordSentFrames();
-});
-
-afterEach(() => {
-  for (const view of views.splice(0)) view.unmount();
-  for (const client of clients.splice(0)) client.disconnect();
-  wire.frames.length = 0;
-  for (const path of Object.keys(auth.calls)) delete auth.calls[path];
-});
-
-afterAll(async () => {
-  wire.restore();
-  await Promise.all([herald?.stop(), auth?.close()]);
-});
 
 function Me({ watch }: { watch?: string[] }) {
   const { user, signedIn, isOnline, error } = useUser();
@@ -60,17 +33,17 @@ describe('useUser', () => {
         </HeraldProvider>
       </StrictMode>,
     );
-    views.push(view);
-    await waitFor(() => wire.count('pusher:signin') === 1);
+    live.views.push(view);
+    await waitFor(() => live.wire.count('pusher:signin') === 1);
     await waitFor(() => view.container.textContent === 'in as alice; online: -'.repeat(2));
     await sleep(200);
-    expect(auth.calls['/pusher/user-auth']).toHaveLength(1);
-    expect(auth.calls['/pusher/user-auth']![0].socket_id).toBe(alice.connection.socket_id);
-    const frame = wire.frames.find((f) => f.event === 'pusher:signin')!;
+    expect(live.auth.calls['/pusher/user-auth']).toHaveLength(1);
+    expect(live.auth.calls['/pusher/user-auth']![0].socket_id).toBe(alice.connection.socket_id);
+    const frame = live.wire.frames.find((f) => f.event === 'pusher:signin')!;
     const data = frame.data as { auth: string; user_data: string };
     expect(data.auth).toMatch(/^key-1:[0-9a-f]{64}$/);
     expect(JSON.parse(data.user_data)).toMatchObject({ id: 'alice' });
-    expect(wire.count('pusher:signin')).toBe(1);
+    expect(live.wire.count('pusher:signin')).toBe(1);
   });
 
   it('reports a failing user-auth endpoint as an error', async () => {
@@ -80,10 +53,10 @@ describe('useUser', () => {
         <Me />
       </HeraldProvider>,
     );
-    views.push(view);
+    live.views.push(view);
     await waitFor(() => view.text('me')?.startsWith('error'));
     expect(view.text('me')).toContain('"status":404');
-    expect(wire.count('pusher:signin')).toBe(0);
+    expect(live.wire.count('pusher:signin')).toBe(0);
   });
 
   it('does not sign in when asked not to', async () => {
@@ -97,11 +70,11 @@ describe('useUser', () => {
         <Passive />
       </HeraldProvider>,
     );
-    views.push(view);
+    live.views.push(view);
     await waitFor(() => alice.connection.state === 'connected');
     await sleep(200);
     expect(view.text('passive')).toBe('false');
-    expect(auth.calls['/pusher/user-auth'] ?? []).toHaveLength(0);
+    expect(live.auth.calls['/pusher/user-auth'] ?? []).toHaveLength(0);
   });
 
   it('signs in, receives user events and follows the watchlist', async () => {
@@ -112,7 +85,7 @@ describe('useUser', () => {
         <Me />
       </HeraldProvider>,
     );
-    views.push(carolView);
+    live.views.push(carolView);
     await waitFor(() => carolView.text('me') === 'in as carol; online: -');
 
     const alice = user('alice', { watchlist: ['bob', 'carol'] });
@@ -135,11 +108,11 @@ describe('useUser', () => {
       </StrictMode>
     );
     const aliceView = mount(<Page late={false} />);
-    views.push(aliceView);
+    live.views.push(aliceView);
     await waitFor(() => aliceView.text('me') === 'in as alice; online: carol');
-    expect(wire.count('pusher:signin')).toBe(2);
+    expect(live.wire.count('pusher:signin')).toBe(2);
 
-    await sdk.sendToUser('alice', 'note', { text: 'hello' });
+    await live.sdk.sendToUser('alice', 'note', { text: 'hello' });
     await waitFor(() => notes.length === 1);
     await sleep(100);
     expect(notes).toEqual([{ text: 'hello' }]);
@@ -150,7 +123,7 @@ describe('useUser', () => {
         <Me />
       </HeraldProvider>,
     );
-    views.push(bobView);
+    live.views.push(bobView);
     await waitFor(() => bobView.text('me')?.startsWith('in as bob'));
     await waitFor(() => aliceView.text('me') === 'in as alice; online: bob,carol');
 
