@@ -135,7 +135,9 @@ class Gateway:
     def sweep(self, now: float, pong_timeout_s: float) -> None:
         """Ping silent sockets, close those that ignored the ping (reference section 1.6)."""
         idle_limit = self.activity_timeout_s
-        for conn in list(self.connections.values()):
+        for conn in self.connections.values():  # no awaits: the dict can't change meanwhile
+            if conn.sink.closed:
+                continue  # already closing: nothing to ping or report again
             app = conn.app
             if (app.enable_user_authentication and not conn.authorized
                     and now - conn.opened_at >= app.user_authentication_timeout_s):
@@ -143,7 +145,6 @@ class Gateway:
                 message = "Connection not authorized within timeout."
                 conn.send(protocol.error(message, protocol.UNAUTHORIZED))
                 conn.sink.close(protocol.UNAUTHORIZED, message)
-                conn.authorized = True  # closing; don't report twice
                 continue
             if conn.ping_sent_at is None:
                 if now - conn.last_seen >= idle_limit:
