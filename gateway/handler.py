@@ -260,8 +260,8 @@ class ProtocolHandler:
         conn.release(channel)
         if member is not None and result is not None and result.added:
             await self.publish_internal(
-                conn, channel, "pusher_internal:member_added",
-                protocol.member_added_data(member.user_id, member.user_info),
+                app.id, channel, "pusher_internal:member_added",
+                protocol.member_added_data(member.user_id, member.user_info), exclude=conn.socket_id,
             )
         await self.counts.changed(app, channel, count)
 
@@ -323,8 +323,7 @@ class ProtocolHandler:
             await self.webhook(conn.app, events)
         if member is not None and removed:
             await self.publish_internal(
-                None, channel, "pusher_internal:member_removed",
-                protocol.member_removed_data(member.user_id), app_id=app_id,
+                app_id, channel, "pusher_internal:member_removed", protocol.member_removed_data(member.user_id)
             )
         if count is not None:
             await self.counts.changed(conn.app, channel, count)
@@ -353,14 +352,10 @@ class ProtocolHandler:
                 del self._transition_locks[key]
 
     async def publish_internal(
-        self, conn: Connection | None, channel: str, event: str, data: str, app_id: str | None = None
+        self, app_id: str, channel: str, event: str, data: str, exclude: str | None = None
     ) -> None:
         await self.backend.bus.publish(
-            Envelope(
-                app_id or (conn.app.id if conn else ""), channel, event, data,
-                exclude=conn.socket_id if conn else None,
-                origin=self.backend.node_id, ts=time.time(),
-            )
+            Envelope(app_id, channel, event, data, exclude=exclude, origin=self.backend.node_id, ts=time.time())
         )
 
     # -- client events -------------------------------------------------------------------------
