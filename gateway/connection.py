@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
-from typing import Any
-
 from gateway.outbound import Sink
-from shared.config import AppConfig
-from shared.state import Member
-
-# Both halves random so ids are unique across the cluster without coordination, and not guessable.
-SOCKET_ID_PART_MAX = 10**10
-
-
-def new_socket_id() -> str:
-    return f"{secrets.randbelow(SOCKET_ID_PART_MAX)}.{secrets.randbelow(SOCKET_ID_PART_MAX)}"
+from shared import metrics
+from shared.apps.config import AppConfig
+from shared.protocol import messages
+from shared.protocol.users import SignedInUser
+from shared.state.base import Member
 
 
 class Connection:
@@ -44,16 +37,26 @@ class Connection:
         self.held: dict[str, list[tuple[bytes, bytes | None]]] = {}
         self.last_seen = now
         self.opened_at = now
-        # Signed in, or subscribed to a private/presence channel (apps may require it, section 2.11).
+        # Signed in, or subscribed to a private/presence channel (apps may require it: docs/protocol.md).
         self.authorized = False
         self.ping_sent_at: float | None = None
         self.client_event_window = 0.0
         self.client_event_count = 0
-        self.user: Any = None  # gateway.users.SignedInUser once signed in
+        self.user: SignedInUser | None = None
         self.closed = False
 
     def send(self, payload: bytes, wire: bytes | None = None) -> None:
         self.sink.send(payload, wire)
+
+    def error(self, message: str, code: int | None) -> None:
+        """A `pusher:error`; the connection stays open."""
+        metrics.PROTOCOL_ERRORS.labels(str(code)).inc()
+        self.sink.send(messages.error(message, code))
+
+    def subscription_error(self, channel: str, type_: str, message: str, status: int) -> None:
+        """A `pusher:subscription_error` on the channel; the socket is not subscribed and stays open."""
+        metrics.SUBSCRIPTIONS.labels(type_).inc()
+        self.sink.send(messages.subscription_error(channel, type_, message, status))
 
     def deliver(self, channel: str, payload: bytes, wire: bytes | None) -> None:
         """A channel event: held back while this socket's subscription to it is still pending."""

@@ -1,5 +1,6 @@
-"""Subscription counts (reference sections 2.9 and 7.2): `pusher_internal:subscription_count` to a
-channel's subscribers and the `subscription_count` webhook, on every change of a non-presence channel.
+"""Subscription counts (docs/protocol.md, "Subscription counts"): `pusher_internal:subscription_count`
+to a channel's subscribers and the `subscription_count` webhook, on every change of a non-presence
+channel.
 
 Above THROTTLE_ABOVE subscribers a channel gets at most one count per THROTTLE_S from each node, and a
 trailing one when the window closes, so the last word is always the current count. The throttle is
@@ -11,40 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import TYPE_CHECKING
 
-from shared import protocol, webhooks
-from shared.bus import Envelope
-from shared.channels import channel_type
-from shared.config import AppConfig
-from shared.webhooks import WebhookEvent
-
-if TYPE_CHECKING:
-    from gateway.handler import ProtocolHandler
+from shared import transitions
+from shared.apps.config import AppConfig
+from shared.backend import Backend
+from shared.clock import Clock
+from shared.webhooks.base import queue_webhooks
 
 log = logging.getLogger("herald.gateway")
 
 THROTTLE_ABOVE = 100
 THROTTLE_S = 5.0
-COUNT_EVENT = "pusher_internal:subscription_count"
 
 
 class SubscriptionCounts:
-    def __init__(self, handler: ProtocolHandler) -> None:
-        self.handler = handler
+    def __init__(self, backend: Backend, clock: Clock) -> None:
+        self.backend = backend
+        self.clock = clock  # monotonic seconds
         self._last_sent: dict[tuple[str, str], float] = {}
         self._trailing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._apps: dict[str, AppConfig] = {}
         self._tasks: set[asyncio.Future[None]] = set()
 
     async def changed(self, app: AppConfig, channel: str, count: int) -> None:
-        sends_event = app.enable_subscription_count
-        sends_hook = bool(app.webhooks) and webhooks.wants(app, webhooks.SUBSCRIPTION_COUNT)
-        if not (sends_event or sends_hook) or channel_type(channel).is_presence:
+        if not (transitions.counts_event(app, channel) or transitions.counts_webhook(app, channel)):
             return
         key = (app.id, channel)
-        now = time.monotonic()
+        now = self.clock()
         if count > THROTTLE_ABOVE:
             last = self._last_sent.get(key, 0.0)
             if now - last < THROTTLE_S:
@@ -69,22 +63,20 @@ class SubscriptionCounts:
         if app is None:
             return
         try:
-            (count,) = await self.handler.backend.occupancy.counts(app.id, [key[1]])
+            (count,) = await self.backend.occupancy.counts(app.id, [key[1]])
         except Exception:
             log.warning("subscription count read failed for %s", key[1], exc_info=True)
             return
-        self._last_sent[key] = time.monotonic()
+        self._last_sent[key] = self.clock()
         await self._send(app, key[1], count)
 
     async def _send(self, app: AppConfig, channel: str, count: int) -> None:
-        backend = self.handler.backend
-        if app.enable_subscription_count and count > 0:
+        backend = self.backend
+        message = transitions.subscription_count_message(app, channel, count, backend.node_id)
+        if message is not None:
             try:
-                await backend.bus.publish(Envelope(
-                    app.id, channel, COUNT_EVENT, protocol.dumps({"subscription_count": count}),
-                    origin=backend.node_id, ts=time.time(),
-                ))
+                await backend.bus.publish(message)
             except Exception:
                 log.warning("subscription count publish failed for %s", channel, exc_info=True)
-        await self.handler.webhook(app, [WebhookEvent(webhooks.SUBSCRIPTION_COUNT, channel,
-                                                      subscription_count=count)])
+        if transitions.counts_webhook(app, channel):
+            await queue_webhooks(backend.webhooks, app, [transitions.subscription_count_webhook(channel, count)])

@@ -7,11 +7,14 @@ from urllib.parse import parse_qs
 
 from starlette.types import Receive, Scope, Send
 
-from gateway.connection import Connection, new_socket_id
+from gateway.connection import Connection
 from gateway.handler import ProtocolHandler
 from gateway.outbound import RAW_SEND_SCOPE_KEY, FlushScheduler, QueueSink, Sink, TransportSink, transport_of
-from shared import metrics, protocol
-from shared.config import AppConfig, AppRegistry
+from shared import metrics
+from shared.apps.config import AppConfig
+from shared.apps.registry import AppRegistry
+from shared.protocol import codes, messages
+from shared.protocol.socket_ids import new_socket_id
 
 log = logging.getLogger("herald.gateway")
 
@@ -23,7 +26,7 @@ class Gateway:
         self,
         registry: AppRegistry,
         handler: ProtocolHandler,
-        activity_timeout_s: int = protocol.ACTIVITY_TIMEOUT_S,
+        activity_timeout_s: int = codes.ACTIVITY_TIMEOUT_S,
     ) -> None:
         self.registry = registry
         self.handler = handler
@@ -42,7 +45,7 @@ class Gateway:
         if refusal is not None:
             app, code, message = refusal
             metrics.CONNECTIONS_REFUSED.labels(str(code)).inc()
-            await send({"type": "websocket.send", "text": protocol.error(message, code).decode()})
+            await send({"type": "websocket.send", "text": messages.error(message, code).decode()})
             await send({"type": "websocket.close", "code": code, "reason": message})
             return
         app = self.registry.by_key(scope["path_params"]["key"])
@@ -58,7 +61,7 @@ class Gateway:
         metrics.CONNECTIONS.inc()
         metrics.CONNECTIONS_TOTAL.inc()
         try:
-            conn.send(protocol.connection_established(socket_id, self.activity_timeout_s))
+            conn.send(messages.connection_established(socket_id, self.activity_timeout_s))
             await self.read_loop(conn, receive)
         finally:
             del self.connections[socket_id]
@@ -89,22 +92,22 @@ class Gateway:
         if not self.accepting:
             # 4100, not 4200: pusher-js retries 4200 at once, so drained clients would hammer this
             # node until it exits; 4100 makes them back off and land on another node.
-            return None, protocol.OVER_CAPACITY, "Server is shutting down; reconnect to another node"
+            return None, codes.OVER_CAPACITY, "Server is shutting down; reconnect to another node"
         app = self.registry.by_key(scope["path_params"]["key"])
         if app is None:
-            return None, protocol.APP_NOT_FOUND, "Application does not exist"
+            return None, codes.APP_NOT_FOUND, "Application does not exist"
         if not app.enabled:
-            return app, protocol.APP_DISABLED, "Application disabled"
+            return app, codes.APP_DISABLED, "Application disabled"
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         versions = query.get("protocol")
         if not versions:
-            return app, protocol.NO_PROTOCOL, "No protocol version supplied"
+            return app, codes.NO_PROTOCOL, "No protocol version supplied"
         try:
             version = int(versions[0])
         except ValueError:
-            return app, protocol.UNSUPPORTED_PROTOCOL, "Unsupported protocol version"
-        if not protocol.PROTOCOL_MIN <= version <= protocol.PROTOCOL_MAX:
-            return app, protocol.UNSUPPORTED_PROTOCOL, "Unsupported protocol version"
+            return app, codes.UNSUPPORTED_PROTOCOL, "Unsupported protocol version"
+        if not codes.PROTOCOL_MIN <= version <= codes.PROTOCOL_MAX:
+            return app, codes.UNSUPPORTED_PROTOCOL, "Unsupported protocol version"
         return None
 
     async def admit(self, app: AppConfig, socket_id: str, send: Send) -> bool:
@@ -112,13 +115,13 @@ class Gateway:
             ok = await self.handler.backend.connections.open(app.id, socket_id, app.max_connections)
         except Exception:
             log.warning("connection quota check failed", exc_info=True)
-            code, message = protocol.OVER_CAPACITY, "Server cannot accept connections right now"
+            code, message = codes.OVER_CAPACITY, "Server cannot accept connections right now"
         else:
             if ok:
                 return True
-            code, message = protocol.OVER_QUOTA, "Application is over connection quota"
+            code, message = codes.OVER_QUOTA, "Application is over connection quota"
         metrics.CONNECTIONS_REFUSED.labels(str(code)).inc()
-        await send({"type": "websocket.send", "text": protocol.error(message, code).decode()})
+        await send({"type": "websocket.send", "text": messages.error(message, code).decode()})
         await send({"type": "websocket.close", "code": code, "reason": message})
         return False
 
@@ -128,12 +131,8 @@ class Gateway:
             return TransportSink(transport, send, self.scheduler)
         return QueueSink(send)
 
-    def close_all(self, code: int, reason: str) -> None:
-        for conn in list(self.connections.values()):
-            conn.sink.close(code, reason)
-
     def sweep(self, now: float, pong_timeout_s: float) -> None:
-        """Ping silent sockets, close those that ignored the ping (reference section 1.6)."""
+        """Ping silent sockets, close those that ignored the ping (docs/messages.md, "Liveness")."""
         idle_limit = self.activity_timeout_s
         for conn in self.connections.values():  # no awaits: the dict can't change meanwhile
             if conn.sink.closed:
@@ -141,16 +140,16 @@ class Gateway:
             app = conn.app
             if (app.enable_user_authentication and not conn.authorized
                     and now - conn.opened_at >= app.user_authentication_timeout_s):
-                # Authorized connections (section 2.11): sign in or join a private channel in time.
+                # Authorized connections (docs/messages.md): sign in or join a private channel in time.
                 message = "Connection not authorized within timeout."
-                conn.send(protocol.error(message, protocol.UNAUTHORIZED))
-                conn.sink.close(protocol.UNAUTHORIZED, message)
+                conn.send(messages.error(message, codes.UNAUTHORIZED))
+                conn.sink.close(codes.UNAUTHORIZED, message)
                 continue
             if conn.ping_sent_at is None:
                 if now - conn.last_seen >= idle_limit:
                     conn.ping_sent_at = now
-                    conn.send(protocol.PING)
+                    conn.send(messages.PING)
             elif now - conn.ping_sent_at >= pong_timeout_s:
-                conn.send(protocol.error("Pong reply not received", protocol.PONG_NOT_RECEIVED))
-                conn.sink.close(protocol.PONG_NOT_RECEIVED, "Pong reply not received")
+                conn.send(messages.error("Pong reply not received", codes.PONG_NOT_RECEIVED))
+                conn.sink.close(codes.PONG_NOT_RECEIVED, "Pong reply not received")
 

@@ -12,14 +12,14 @@ import time
 
 from gateway.connection import Connection
 from gateway.frames import text_frame
-from shared import metrics, protocol
-from shared.backend import TERMINATE_EVENT
-from shared.bus import Bus, Envelope
+from shared import metrics
+from shared.bus.base import Bus, Envelope
+from shared.protocol import codes, events, messages
+from shared.protocol.channels import WATCH_PREFIX
 
 log = logging.getLogger("herald.gateway")
 
 Topic = tuple[str, str]
-
 
 
 class Hub:
@@ -31,6 +31,7 @@ class Hub:
         bus.set_receiver(self.deliver)
 
     def topics(self) -> list[Topic]:
+        """Topics with local sockets (tests check that nothing is left behind)."""
         return list(self._members)
 
     def local_count(self, app_id: str, channel: str) -> int:
@@ -82,7 +83,8 @@ class Hub:
                 await asyncio.shield(ready)
                 await self.bus.unsubscribe(*topic)
             except Exception:
-                # The bus re-syncs its subscriptions on reconnect from `topics()`.
+                # The subscribe itself failed (it was never counted), or the bus is away: it restores
+                # only the topics it still counts when it reconnects, so nothing is left behind.
                 log.warning("bus unsubscribe failed for %s", topic, exc_info=True)
 
     def _drop(self, conn: Connection, topic: Topic) -> bool:
@@ -100,16 +102,16 @@ class Hub:
         members = self._members.get((env.app_id, env.channel))
         if not members:
             return
-        if env.event == TERMINATE_EVENT:
+        if env.event == events.TERMINATE_CONNECTIONS:
             self.terminate(members)
             return
-        if env.channel.startswith(protocol.WATCH_PREFIX):
-            # Watchlist events are connection-level: no channel field (section 2.12).
-            payload = protocol.event(env.event, env.data)
+        if env.channel.startswith(WATCH_PREFIX):
+            # Watchlist events are connection-level: no channel field.
+            payload = messages.event(env.event, env.data)
         elif env.user_id is not None:
-            payload = protocol.event(env.event, env.data, env.channel, user_id=env.user_id)
+            payload = messages.event(env.event, env.data, env.channel, user_id=env.user_id)
         else:
-            payload = protocol.event(env.event, env.data, env.channel)
+            payload = messages.event(env.event, env.data, env.channel)
         wire = text_frame(payload)
         exclude = env.exclude
         sent = 0
@@ -123,7 +125,7 @@ class Hub:
 
     @staticmethod
     def terminate(members: dict[str, Connection]) -> None:
-        """terminate_connections (section 6.8): close the user's signed-in sockets with 4009."""
+        """terminate_connections: close the user's signed-in sockets with 4009."""
         for conn in list(members.values()):
-            conn.send(protocol.error("You got disconnected by the app.", protocol.UNAUTHORIZED))
-            conn.sink.close(protocol.UNAUTHORIZED, "You got disconnected by the app.")
+            conn.send(messages.error("You got disconnected by the app.", codes.UNAUTHORIZED))
+            conn.sink.close(codes.UNAUTHORIZED, "You got disconnected by the app.")

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.frames import text_frame
-from shared import protocol
+from shared.protocol import codes
 
 log = logging.getLogger("herald.gateway")
 
@@ -122,7 +122,7 @@ class QueueSink:
         if not self._closed:
             if self._queue.qsize() * 256 > MAX_BUFFERED_BYTES:
                 self._closed = True
-                self._queue.put_nowait((protocol.OVER_CAPACITY, SLOW_READER_REASON))
+                self._queue.put_nowait((codes.OVER_CAPACITY, SLOW_READER_REASON))
                 return
             self._queue.put_nowait(payload)
 

@@ -9,17 +9,17 @@ import sys
 from collections.abc import Sequence
 
 from herald.server import Node, Settings, run
-from shared.backend import Backend, memory_backend
-from shared.config import (
+from shared.apps.config import (
     DEFAULT_APP_KEY,
     DEFAULT_APP_SECRET,
     AppConfig,
-    AppRegistry,
     ConfigError,
     default_app_from_env,
     load_apps_file,
 )
-from shared.webhook_queue import DEFAULT_WORKERS
+from shared.apps.registry import AppRegistry
+from shared.backend import Backend, memory_backend
+from shared.webhooks.queue import DEFAULT_WORKERS
 
 log = logging.getLogger("herald")
 
@@ -89,7 +89,7 @@ def load_apps(apps_file: str | None) -> list[AppConfig]:
 def make_backend(args: argparse.Namespace, registry: AppRegistry) -> Backend:
     if not args.redis_url:
         return memory_backend(registry, webhook_workers=args.webhook_workers)
-    from shared.redis_backend import redis_backend
+    from shared.redis.backend import redis_backend
 
     return redis_backend(args.redis_url, prefix=args.redis_prefix, lease_s=args.node_lease,
                          reaper_interval_s=args.reaper_interval, apps=registry,

@@ -23,9 +23,9 @@ from gateway.endpoint import Gateway
 from gateway.handler import ProtocolHandler
 from gateway.hub import Hub
 from gateway.outbound import CaptureRawSend
-from shared import protocol
+from shared.apps.registry import AppRegistry
 from shared.backend import Backend
-from shared.config import AppRegistry
+from shared.protocol import codes
 
 log = logging.getLogger("herald")
 
@@ -38,8 +38,8 @@ WS_MAX_MESSAGE_BYTES = 256 * 1024
 class Settings:
     host: str = "0.0.0.0"
     port: int = 6001
-    activity_timeout_s: int = protocol.ACTIVITY_TIMEOUT_S
-    pong_timeout_s: float = protocol.PONG_TIMEOUT_S
+    activity_timeout_s: int = codes.ACTIVITY_TIMEOUT_S
+    pong_timeout_s: float = codes.PONG_TIMEOUT_S
     # Time over which sockets are closed with 4200 on shutdown, so clients don't reconnect at once.
     drain_s: float = 3.0
     log_level: str = "info"
@@ -118,7 +118,7 @@ class Node:
         log.info("draining %d connections over %.1fs", len(conns), self.settings.drain_s)
         for i in range(0, len(conns), per_batch):
             for conn in conns[i : i + per_batch]:
-                conn.sink.close(protocol.RECONNECT, "Server is shutting down; please reconnect")
+                conn.sink.close(codes.RECONNECT, "Server is shutting down; please reconnect")
             await asyncio.sleep(pause)
 
 

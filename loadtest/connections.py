@@ -30,7 +30,7 @@ FD_HEADROOM = 200
 
 
 def trigger(port: int, channels: list[str], name: str) -> None:
-    from shared.signatures import body_md5, sign_http
+    from shared.protocol.signatures import body_md5, sign_http
 
     path = f"/apps/{c.APP_ID}/events"
     for i in range(0, len(channels), 100):

@@ -236,7 +236,7 @@ def event_data(seq: int, lane: int, ts: float, size: int) -> str:
 
 
 def signed_target(path: str, body: bytes) -> str:
-    from shared.signatures import body_md5, sign_http
+    from shared.protocol.signatures import body_md5, sign_http
 
     params = [("auth_key", c.APP_KEY), ("auth_timestamp", str(int(time.time()))), ("auth_version", "1.0"),
               ("body_md5", body_md5(body))]

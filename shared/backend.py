@@ -1,29 +1,38 @@
-"""The set of pluggable parts a node runs on: a bus and the three state stores."""
+"""The parts a node runs on: a bus, the state stores, the node's lease and the webhook queue, in memory
+(one process) or over Redis (`shared.redis.backend`)."""
 
 from __future__ import annotations
 
+import logging
 import secrets
-import time
 from dataclasses import dataclass, field
 
-from shared.bus import Bus, Envelope
-from shared.bus_memory import MemoryBus
-from shared.channels import SERVER_TO_USER_PREFIX
-from shared.config import AppRegistry
-from shared.state import CacheStore, ConnectionStore, OccupancyStore, PresenceStore, UserStore
-from shared.state_memory import (
+from shared import transitions
+from shared.apps.registry import AppRegistry
+from shared.bus.base import Bus, BusUnavailable
+from shared.bus.memory_impl import MemoryBus
+from shared.state.base import (
+    CacheStore,
+    ConnectionStore,
+    LocalNode,
+    NodeLease,
+    OccupancyStore,
+    PresenceStore,
+    Transitions,
+    UserStore,
+)
+from shared.state.memory_impl import (
     MemoryCacheStore,
     MemoryConnectionStore,
     MemoryOccupancyStore,
     MemoryPresenceStore,
     MemoryUserStore,
 )
-from shared.webhook_queue import DEFAULT_WORKERS
-from shared.webhooks import NullWebhookQueue, WebhookQueue
-from shared.webhooks_memory import memory_webhook_queue
+from shared.webhooks.base import NullWebhookQueue, WebhookQueue, queue_webhooks
+from shared.webhooks.memory_impl import memory_webhook_queue
+from shared.webhooks.queue import DEFAULT_WORKERS
 
-# A bus control message: gateways close the user's signed-in sockets with 4009 instead of relaying it.
-TERMINATE_EVENT = "pusher_internal:terminate_connections"
+log = logging.getLogger("herald")
 
 
 def new_node_id() -> str:
@@ -38,26 +47,41 @@ class Backend:
     presence: PresenceStore
     users: UserStore
     cache: CacheStore
+    node: NodeLease = field(default_factory=LocalNode)
     node_id: str = field(default_factory=new_node_id)
     webhooks: WebhookQueue = field(default_factory=NullWebhookQueue)
     # The apps this node serves; set by the process assembly (webhooks of reaped nodes need them).
     apps: AppRegistry | None = None
 
+    def __post_init__(self) -> None:
+        self.node.add_transitions_listener(self.report)
+
     async def start(self) -> None:
         await self.bus.start()
+        await self.node.start_node()
         await self.webhooks.start()
 
     async def close(self) -> None:
+        # The node's clean leave still queues webhooks, so the queue closes after it.
+        await self.node.stop_node()
         await self.webhooks.close()
         await self.bus.close()
 
     async def terminate_user(self, app_id: str, user_id: str) -> None:
-        """Close every connection signed in as the user, on every node (they all listen on the
-        user's server-to-user topic)."""
-        await self.bus.publish(
-            Envelope(app_id, SERVER_TO_USER_PREFIX + user_id, TERMINATE_EVENT, None, origin=self.node_id,
-                     ts=time.time())
-        )
+        """Close every connection signed in as the user, on every node."""
+        await self.bus.publish(transitions.terminate_user(app_id, user_id, self.node_id))
+
+    async def report(self, changes: Transitions) -> None:
+        """Transitions found by a repair or the reaper reach clients and webhooks like live ones."""
+        app = self.apps.by_id(changes.app_id) if self.apps is not None else None
+        envelopes, hooks = transitions.repaired(app, changes, self.node_id)
+        try:
+            for envelope in envelopes:
+                await self.bus.publish(envelope)
+        except BusUnavailable:
+            log.warning("could not publish %d repair transitions for app %s", len(envelopes), changes.app_id)
+        if app is not None:
+            await queue_webhooks(self.webhooks, app, hooks)
 
 
 def memory_backend(apps: AppRegistry | None = None, webhook_workers: int = DEFAULT_WORKERS) -> Backend:

@@ -1,4 +1,4 @@
-"""Prometheus metrics shared by the gateway and the HTTP API (exposed at GET /metrics)."""
+"""Prometheus metrics of every process (exposed at GET /metrics): one home for each metric's name and meaning."""
 
 from __future__ import annotations
 
@@ -18,4 +18,21 @@ BUS_LAG = Histogram(
     "herald_bus_lag_seconds",
     "Publish-to-gateway delay of bus messages",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+
+WEBHOOKS_ENQUEUED = Counter(
+    "herald_webhooks_enqueued_total", "Webhook jobs queued (one per event and webhook)", ["event"]
+)
+WEBHOOKS_DELIVERED = Counter(
+    "herald_webhooks_delivered_total", "Webhook events delivered with a 2xx answer", ["event"]
+)
+WEBHOOKS_FAILED_ATTEMPTS = Counter(
+    "herald_webhooks_failed_attempts_total", "Webhook requests answered with non-2xx or failed", ["reason"]
+)
+WEBHOOKS_DROPPED = Counter("herald_webhooks_dropped_total", "Webhook jobs given up on", ["event", "reason"])
+WEBHOOKS_CANCELLED = Counter(
+    "herald_webhooks_cancelled_total",
+    "Webhook jobs not sent under the delay-and-cancel rule (the withdrawn vacate/remove and the "
+    "occupy/add that withdrew it)",
+    ["event"],
 )

@@ -1,24 +1,16 @@
-"""Pusher's HTTP API as Starlette routes, and the standalone trigger-API service.
-
-`build_routes` is what the all-in-one server mounts next to its WebSocket route; `create_app` is the
-standalone service (routes plus `GET /` and `GET /ready`, backend started and closed in the lifespan).
-"""
+"""Pusher's HTTP API as Starlette routes (docs/http-api.md), mounted by the process assembly
+(`herald.server.Node`) for `herald trigger-api` and `herald serve`."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from shared.apps.registry import AppRegistry
 from shared.backend import Backend
-from shared.config import AppRegistry
-from trigger_api.errors import json_response
-from trigger_api.handlers import Clock, Endpoint, TriggerApi
+from shared.clock import Clock
+from trigger_api.handlers import Endpoint, TriggerApi
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -47,28 +39,3 @@ def build_routes(registry: AppRegistry, backend: Backend, *, clock: Clock = time
               api.endpoint("terminate_connections", {"POST": api.terminate_connections}, app_in_path=False)),
         Route("/apps/{rest:path}", api.not_found, methods=ALL_METHODS, name="pusher_unknown"),
     ]
-
-
-def create_app(registry: AppRegistry, backend: Backend, *, clock: Clock = time.time) -> Starlette:
-    """The standalone trigger-API service."""
-
-    async def root(request: Request) -> Response:
-        return json_response({"ok": True})
-
-    async def ready(request: Request) -> Response:
-        return json_response({"ready": True})
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await backend.start()
-        try:
-            yield
-        finally:
-            await backend.close()
-
-    routes: list[BaseRoute] = [
-        Route("/", root, methods=["GET"]),
-        Route("/ready", ready, methods=["GET"]),
-        *build_routes(registry, backend, clock=clock),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,4 +1,4 @@
-"""Verification of signed HTTP API requests (protocol reference section 6.2).
+"""Verification of signed HTTP API requests (docs/http-api.md, "Signing").
 
 `verify_signature` is a pure function of the request parts and the current time, so it can be tested
 without a network; `authenticate` adds the app lookup (by path app id, or by `auth_key` for the
@@ -11,8 +11,9 @@ import math
 from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl
 
-from shared.config import AppConfig, AppRegistry
-from shared.signatures import (
+from shared.apps.config import AppConfig
+from shared.apps.registry import AppRegistry
+from shared.protocol.signatures import (
     HTTP_TIMESTAMP_WINDOW_S,
     body_md5,
     http_string_to_sign,

@@ -1,4 +1,4 @@
-"""The HTTP API endpoints (sections 6.3-6.8).
+"""The HTTP API endpoints (docs/http-api.md).
 
 Each endpoint is a handler `(ApiCall) -> JSON-able body`; `TriggerApi.endpoint` wraps it with method
 dispatch, the body size cap, signature verification, error bodies and metrics.
@@ -15,11 +15,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from shared.apps.config import AppConfig
+from shared.apps.registry import AppRegistry
 from shared.backend import Backend
-from shared.bus import BusUnavailable, Envelope
-from shared.channels import channel_type
-from shared.config import AppConfig, AppRegistry
-from shared.state import user_key
+from shared.bus.base import BusUnavailable, Envelope
+from shared.clock import Clock
+from shared.protocol.channels import channel_type
+from shared.protocol.users import user_key
 from trigger_api import validation as v
 from trigger_api.auth import authenticate, parse_query, query_dict
 from trigger_api.errors import ApiError, bad_request, error_response, json_response
@@ -43,7 +45,6 @@ class ApiCall:
 
 Handler = Callable[[ApiCall], Awaitable[Any]]
 Endpoint = Callable[[Request], Awaitable[Response]]
-Clock = Callable[[], float]
 
 
 class TriggerApi:
@@ -99,7 +100,7 @@ class TriggerApi:
         for event in events:
             for channel in event.channels:
                 if channel_type(channel).cache:
-                    # Stored before publishing, so a client subscribing meanwhile gets it (section 2.8).
+                    # Stored before publishing, so a client subscribing meanwhile gets it.
                     await self.backend.cache.put(app_id, channel, event.name, event.data, app.cache_ttl_s)
                 envelopes.append(Envelope(app_id, channel, event.name, event.data, exclude=event.socket_id,
                                           origin=self.backend.node_id, ts=now))

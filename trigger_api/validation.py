@@ -1,4 +1,4 @@
-"""Validation of HTTP API request bodies and query parameters (sections 6.3-6.7).
+"""Validation of HTTP API request bodies and query parameters (docs/http-api.md).
 
 Every function raises ApiError with a message naming the field at fault; nothing here touches the
 backend, so a request is fully validated before anything is published.
@@ -6,15 +6,16 @@ backend, so a request is fully validated before anything is published.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from shared.channels import channel_name_error, channel_type, is_encrypted
-from shared.config import AppConfig
+from shared.apps.config import AppConfig
+from shared.protocol.channels import channel_name_error, channel_type, is_encrypted
+from shared.protocol.socket_ids import is_socket_id
+from shared.protocol.users import signed_in_user_id_error
 from trigger_api.errors import ApiError, bad_request
 
 USER_COUNT = "user_count"
@@ -25,8 +26,6 @@ TRIGGER_INFO = (USER_COUNT, SUBSCRIPTION_COUNT)
 CHANNELS_INFO = (USER_COUNT,)
 CHANNEL_INFO = (USER_COUNT, SUBSCRIPTION_COUNT, CACHE)
 
-SOCKET_ID_RE = re.compile(r"[0-9]+\.[0-9]+")
-MAX_USER_ID_LENGTH = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +132,7 @@ def parse_event(
     channels = _parse_channels(doc, app, batch_item=batch_item, at=at)
 
     socket_id = doc.get("socket_id")
-    if socket_id is not None and (not isinstance(socket_id, str) or not SOCKET_ID_RE.fullmatch(socket_id)):
+    if socket_id is not None and not is_socket_id(socket_id):
         raise bad_request(
             f"{at}Invalid socket_id {_short(socket_id)}: expected digits.digits, like '1234.5678'"
         )
@@ -189,8 +188,8 @@ def parse_batch(doc: Mapping[str, Any], app: AppConfig) -> list[EventSpec]:
 
 
 def check_user_id(user_id: str) -> str:
-    if not user_id:
-        raise bad_request("user_id must not be empty")
-    if len(user_id) > MAX_USER_ID_LENGTH:
-        raise bad_request(f"user_id is {len(user_id)} characters long; the limit is {MAX_USER_ID_LENGTH}")
+    """A signed-in user's id, by the same rule as `pusher:signin` (only such users can be terminated)."""
+    problem = signed_in_user_id_error(user_id)
+    if problem is not None:
+        raise bad_request(f"Invalid user_id {_short(user_id)}: {problem}")
     return user_id

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from shared.backend import Backend, memory_backend
-from shared.redis_backend import redis_backend
+from shared.redis.backend import redis_backend
 from tests.unit.fakes import Harness, ManualClock
 
 

@@ -14,8 +14,8 @@ from gateway.connection import Connection
 from gateway.frames import text_frame
 from gateway.handler import ProtocolHandler
 from gateway.hub import Hub
+from shared.apps.config import AppConfig
 from shared.backend import Backend, memory_backend
-from shared.config import AppConfig
 
 # Credentials and socket of the reference's signature test vectors (sections 5.1, 5.2, 5.4).
 VECTOR_KEY = "278d425bdf160c739803"

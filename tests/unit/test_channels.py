@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.channels import ChannelKind, ChannelType, channel_name_error, channel_type, is_encrypted
+from shared.protocol.channels import ChannelKind, ChannelType, channel_name_error, channel_type, is_encrypted
 
 
 @pytest.mark.parametrize(

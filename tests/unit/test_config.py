@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from shared.config import (
+from shared.apps.config import (
     DEFAULT_APP_ID,
     DEFAULT_APP_KEY,
     DEFAULT_APP_SECRET,
     AppConfig,
-    AppRegistry,
     ConfigError,
     WebhookConfig,
     default_app_from_env,
     load_apps_file,
 )
+from shared.apps.registry import AppRegistry
 
 FULL_YAML = """\
 # Two apps; the second uses every kind of field.

@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from gateway.endpoint import Gateway
-from shared import protocol
-from shared.config import AppConfig, AppRegistry
+from shared.apps.config import AppConfig
+from shared.apps.registry import AppRegistry
+from shared.protocol import codes
 from tests.unit.fakes import Harness, ListSink, ManualClock, decode, make_app, make_connection, wait_until
 
 APP = make_app(id="app-1", key="key-1", secret="secret-1")
@@ -254,7 +255,7 @@ async def test_sweep_only_touches_silent_connections(harness: Harness, clock: Ma
         gateway.sweep(clock(), 30)
     assert chatty.events() == ["pusher:pong"] * 7 and not chatty.closed
     assert quiet.events() == ["pusher:ping", "pusher:error"]
-    assert quiet.close_args == (protocol.PONG_NOT_RECEIVED, "Pong reply not received")
+    assert quiet.close_args == (codes.PONG_NOT_RECEIVED, "Pong reply not received")
 
 
 async def test_pong_timeout_is_a_parameter(harness: Harness, clock: ManualClock) -> None:

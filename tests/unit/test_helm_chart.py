@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.config import load_apps_file
+from shared.apps.config import load_apps_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "herald"
@@ -164,7 +164,8 @@ def test_readme_documents_every_value() -> None:
 def test_dockerfile_matches_project_and_chart() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     ignore = (ROOT / ".dockerignore").read_text().split()
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = [pattern.rstrip("*") for pattern in found["include"]]
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
     assert 'ENTRYPOINT ["herald"]' in dockerfile
     for pkg in packages:  # a package missing from the build context would install without it

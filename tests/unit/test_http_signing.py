@@ -2,7 +2,7 @@
 
 The verifier is tested directly with the reference's worked example and through the ASGI app, where
 requests are signed by an independent signer written here from the reference (not Herald's own
-`shared.signatures`) and by the pusher-http-python SDK's own request builder.
+`shared.protocol.signatures`) and by the pusher-http-python SDK's own request builder.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from urllib.parse import quote
 
 import pytest
 from pusher.pusher_client import PusherClient
+from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
+from shared.apps.config import AppConfig
+from shared.apps.registry import AppRegistry
 from shared.backend import Backend, memory_backend
-from shared.bus import Envelope
-from shared.config import AppConfig, AppRegistry
-from trigger_api.app import create_app
+from shared.bus.base import Envelope
+from trigger_api.app import build_routes
 from trigger_api.auth import parse_query, verify_signature
 from trigger_api.errors import ApiError
 
@@ -32,7 +34,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-# Section 6.2 worked example.
+# The signing worked example (docs/http-api.md).
 EX_APP = AppConfig(id="3", key="278d425bdf160c739803", secret="7ad3773142a6692b25b8")
 EX_BODY = b'{"name":"foo","channels":["project-3"],"data":"{\\"some\\":\\"data\\"}"}'
 EX_MD5 = "ec365a775a4cd0599faeb73354201b6f"
@@ -83,7 +85,7 @@ def sign_query(
 
 
 class Harness:
-    """create_app over an in-memory backend, a fixed clock, and a receiver recording bus envelopes."""
+    """The HTTP API routes over an in-memory backend, a fixed clock, and a receiver recording bus envelopes."""
 
     def __init__(self, client: TestClient, backend: Backend, clock: list[float]) -> None:
         self.client = client
@@ -117,7 +119,7 @@ class Harness:
 def make_harness(backend: Backend | None = None) -> Iterator[Harness]:
     backend = backend or memory_backend()
     clock = [float(EX_TS + 100)]
-    app = create_app(AppRegistry(APPS), backend, clock=lambda: clock[0])
+    app = Starlette(routes=build_routes(AppRegistry(APPS), backend, clock=lambda: clock[0]))
     with TestClient(app) as client:
         yield Harness(client, backend, clock)
 

@@ -16,12 +16,12 @@ import pytest
 
 from gateway.connection import Connection
 from gateway.hub import Hub
-from shared import protocol
-from shared.bus import BusUnavailable, Envelope
-from shared.bus_memory import MemoryBus
-from shared.config import AppConfig
-from shared.signatures import sign_channel
-from shared.state import Member
+from shared.apps.config import AppConfig
+from shared.bus.base import BusUnavailable, Envelope
+from shared.bus.memory_impl import MemoryBus
+from shared.protocol import codes, messages
+from shared.protocol.signatures import sign_channel
+from shared.state.base import Member
 from tests.unit.fakes import (
     VECTOR_KEY,
     VECTOR_SECRET,
@@ -625,7 +625,7 @@ async def test_client_event_bus_unavailable_is_an_error_event(harness: Harness) 
     sender, receiver = await two_in(harness, "private-chat")
     harness.backend.bus = FailingCall(harness.backend.bus, "publish", BusUnavailable("down"))
     await sender.trigger("client-typing", "private-chat")
-    assert only_error(sender)["code"] == protocol.RECONNECT
+    assert only_error(sender)["code"] == codes.RECONNECT
     assert not sender.sink.closed
     assert receiver.sink.frames == []
 
@@ -643,7 +643,7 @@ async def test_hub_holds_events_until_release() -> None:
     await bus.publish(Envelope("app-1", "news", "early", '"1"'))
     assert sink.frames == []
     assert len(conn.held["news"]) == 1
-    conn.send(protocol.subscription_succeeded("news"))
+    conn.send(messages.subscription_succeeded("news"))
     conn.release("news")
     assert conn.held == {}
     await bus.publish(Envelope("app-1", "news", "later", '"2"'))

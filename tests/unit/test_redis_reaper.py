@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from shared.redis_state import RedisState, Transitions
-from shared.state import Member
+from shared.state.base import Member, Transitions
+from shared.state.redis_impl import RedisOccupancyStore, RedisPresenceStore, RedisUserStore
+from shared.state.redis_node import RedisNode
 
 
 @pytest.fixture
@@ -22,20 +23,23 @@ async def client(redis_url: str) -> AsyncIterator[Redis]:
 
 async def test_reaping_a_node_reports_vacated_removed_and_offline(client: Redis) -> None:
     prefix = f"r{uuid.uuid4().hex[:8]}"
-    dead, survivor = RedisState(client, prefix, "dead"), RedisState(client, prefix, "alive")
+    dead, survivor = RedisNode(client, prefix, "dead"), RedisNode(client, prefix, "alive")
+    occ = {n: RedisOccupancyStore(n) for n in (dead, survivor)}
+    pres = RedisPresenceStore(dead)
+    users = {n: RedisUserStore(n) for n in (dead, survivor)}
     seen: list[Transitions] = []
 
     async def record(t: Transitions) -> None:
         seen.append(t)
 
     survivor.add_transitions_listener(record)
-    await dead.add("app", "news", "1.1")
-    await survivor.add("app", "shared", "2.1")
-    await dead.add("app", "shared", "1.2")
-    assert (await dead.join("app", "presence-x", "1.1", Member("u1", {"n": 1}), 100)).added
-    assert await dead.signin("app", "u1", "1.1")
-    assert await survivor.signin("app", "u2", "2.1")
-    assert await dead.signin("app", "u2", "1.3") is False
+    await occ[dead].add("app", "news", "1.1")
+    await occ[survivor].add("app", "shared", "2.1")
+    await occ[dead].add("app", "shared", "1.2")
+    assert (await pres.join("app", "presence-x", "1.1", Member("u1", {"n": 1}), 100)).added
+    assert await users[dead].signin("app", "u1", "1.1")
+    assert await users[survivor].signin("app", "u2", "2.1")
+    assert await users[dead].signin("app", "u2", "1.3") is False
 
     await survivor.reap_node("dead")
 
@@ -43,7 +47,8 @@ async def test_reaping_a_node_reports_vacated_removed_and_offline(client: Redis)
     assert t.vacated == ["news"] and t.occupied == []
     assert t.removed == [("presence-x", Member("u1", {"n": 1}))]
     assert t.offline == ["u1"] and t.online == []
-    assert await survivor.counts("app", ["news", "shared"]) == [0, 1]
-    assert await survivor.online("app", ["u1", "u2"]) == [False, True]
-    assert await survivor.members("app", "presence-x") == []
+    assert sorted(t.counts) == [("news", 0), ("shared", 1)]
+    assert await occ[survivor].counts("app", ["news", "shared"]) == [0, 1]
+    assert await users[survivor].online("app", ["u1", "u2"]) == [False, True]
+    assert await pres.members("app", "presence-x") == []
     assert [k async for k in client.scan_iter(f"{prefix}:*dead*")] == []

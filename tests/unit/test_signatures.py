@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.signatures import (
-    auth_token_error,
-    channel_string_to_sign,
-    hmac_hex,
-    sign_channel,
-    sign_user,
-)
+from shared.protocol.signatures import auth_token_error, channel_string_to_sign, hmac_hex, sign_channel, sign_user
 from tests.unit.fakes import VECTOR_KEY, VECTOR_SECRET, VECTOR_SOCKET
 
 PRIVATE_DIGEST = "58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.backend import Backend
-from shared.bus import Envelope
-from shared.state import Member, user_key
+from shared.bus.base import Envelope
+from shared.protocol.users import user_key
+from shared.state.base import Member
 from tests.unit.fakes import wait_until
 
 # -- bus ---------------------------------------------------------------------------------------

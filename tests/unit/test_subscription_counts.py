@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from gateway import counts
-from shared.signatures import sign_channel
+from shared.protocol.signatures import sign_channel
 from tests.unit.fakes import Client, Harness, make_app
 
 APP = make_app(enable_subscription_count=True)

@@ -24,30 +24,27 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from shared.apps.config import AppConfig, WebhookConfig
+from shared.apps.registry import AppRegistry
 from shared.backend import memory_backend
-from shared.config import AppConfig, AppRegistry, WebhookConfig
-from shared.redis_backend import redis_backend
-from shared.signatures import sign_webhook
-from shared.webhook_queue import (
-    CLAIM_LIMIT,
+from shared.protocol.events import WEBHOOK_CACHE_MISS as CACHE_MISS
+from shared.protocol.events import WEBHOOK_CHANNEL_OCCUPIED as CHANNEL_OCCUPIED
+from shared.protocol.events import WEBHOOK_CHANNEL_VACATED as CHANNEL_VACATED
+from shared.protocol.events import WEBHOOK_CLIENT_EVENT as CLIENT_EVENT
+from shared.protocol.events import WEBHOOK_MEMBER_ADDED as MEMBER_ADDED
+from shared.protocol.events import WEBHOOK_MEMBER_REMOVED as MEMBER_REMOVED
+from shared.protocol.events import WEBHOOK_SUBSCRIPTION_COUNT as SUBSCRIPTION_COUNT
+from shared.protocol.signatures import sign_webhook
+from shared.redis.backend import redis_backend
+from shared.webhooks.base import (
     JobStore,
-    QueuedWebhooks,
-    backoff_s,
-)
-from shared.webhooks import (
-    CACHE_MISS,
-    CHANNEL_OCCUPIED,
-    CHANNEL_VACATED,
-    CLIENT_EVENT,
-    MEMBER_ADDED,
-    MEMBER_REMOVED,
-    SUBSCRIPTION_COUNT,
     NullWebhookQueue,
     WebhookEvent,
     wants,
 )
-from shared.webhooks_memory import MemoryJobStore
-from shared.webhooks_redis import RedisJobStore
+from shared.webhooks.memory_impl import MemoryJobStore
+from shared.webhooks.queue import CLAIM_LIMIT, QueuedWebhooks, backoff_s
+from shared.webhooks.redis_impl import RedisJobStore
 from tests.webhook_receiver import WebhookReceiver
 
 ALL_TYPES = (CHANNEL_OCCUPIED, CHANNEL_VACATED, MEMBER_ADDED, MEMBER_REMOVED, CLIENT_EVENT, CACHE_MISS,
@@ -652,7 +649,7 @@ async def test_backends_build_the_queue_with_the_app_registry(redis_url: str) ->
     # Without workers a Redis node still queues (other processes deliver).
     assert isinstance(redis.webhooks, QueuedWebhooks) and redis.webhooks.workers == 0
     assert isinstance(redis.webhooks.store, RedisJobStore) and redis.apps is registry
-    await redis.state.client.aclose()
+    await redis.client.aclose()
 
 
 def test_cli_refuses_negative_webhook_workers(tmp_path: Path) -> None:

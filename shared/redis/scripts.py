@@ -1,13 +1,23 @@
-"""Running Lua scripts on Redis by SHA (EVALSHA), loading them with EVAL the first time or after a
-Redis restart flushed the script cache."""
+"""Lua scripts: loaded by name from `shared/redis/lua/`, run by SHA (EVALSHA), sent with EVAL the first
+time or after a Redis restart flushed the script cache.
+
+Each script file starts with the `KEYS[i]` / `ARGV[i]` it takes and what it returns; every key one
+script touches shares the app's hash tag, so each runs on one Redis Cluster slot.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 from redis.exceptions import NoScriptError
+
+
+def load_script(name: str) -> str:
+    """The source of `lua/<name>.lua` (read once at import by the modules that use it)."""
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 class ScriptRunner:

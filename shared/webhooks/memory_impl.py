@@ -8,16 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.config import AppRegistry
-from shared.webhook_queue import (
-    ADDED,
-    CANCELLED_PAIR,
-    DEFAULT_WORKERS,
-    NOTHING,
-    Claimed,
-    Entry,
-    QueuedWebhooks,
-)
+from shared.apps.registry import AppRegistry
+from shared.webhooks.base import ADDED, CANCELLED_PAIR, NOTHING, Claimed, Entry, JobStore
+from shared.webhooks.queue import DEFAULT_WORKERS, QueuedWebhooks
 
 
 @dataclass
@@ -45,6 +38,8 @@ class _AppJobs:
 
 
 class MemoryJobStore:
+    """See `JobStore`."""
+
     def __init__(self) -> None:
         self._apps: dict[str, _AppJobs] = {}
 
@@ -119,6 +114,10 @@ class MemoryJobStore:
 
     async def close(self) -> None:
         return None
+
+
+def _conforms(store: MemoryJobStore) -> JobStore:
+    return store  # checked by mypy: MemoryJobStore implements JobStore
 
 
 def memory_webhook_queue(registry: AppRegistry | None = None, workers: int = DEFAULT_WORKERS,

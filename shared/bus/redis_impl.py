@@ -19,14 +19,14 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
 from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisError
 
-from shared.bus import BusUnavailable, Envelope, Receiver
+from shared.bus.base import Bus, BusUnavailable, Envelope, Receiver
 
 log = logging.getLogger("herald.bus")
 
@@ -77,12 +77,10 @@ class SubscriberConnection:
         on_message: Callable[[bytes], None],
         username: str | None = None,
         password: str | None = None,
-        on_reconnected: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.host, self.port, self.sharded = host, port, sharded
         self.username, self.password = username, password
         self.on_message = on_message
-        self.on_reconnected = on_reconnected
         self.topics: set[bytes] = set()
         self._acks: dict[bytes, list[asyncio.Future[None]]] = {}
         self._command_replies: list[asyncio.Future[Any]] = []
@@ -179,8 +177,6 @@ class SubscriberConnection:
                     continue
                 log.info("redis subscriber %s:%d reconnected; %d topics re-subscribed",
                          self.host, self.port, len(self.topics))
-                if self.on_reconnected is not None:
-                    await self.on_reconnected()
                 return
         finally:
             self._reconnect_task = None
@@ -211,7 +207,7 @@ class SubscriberConnection:
 
 
 class RedisBus:
-    """Bus over Redis pub/sub with per-channel topics (`{prefix}:ev:{app}:{channel}`)."""
+    """See `Bus`: Redis pub/sub with per-channel topics (`{prefix}:ev:{app}:{channel}`)."""
 
     def __init__(self, url: str, prefix: str, client: Any, cluster: bool) -> None:
         self.url = url
@@ -221,7 +217,6 @@ class RedisBus:
         self._receivers: list[Receiver] = []
         self._refs: dict[bytes, int] = {}
         self._connections: dict[tuple[str, int], SubscriberConnection] = {}
-        self._reconnect_listeners: list[Callable[[], Awaitable[None]]] = []
         opts = parse_url(url)
         self._username = opts.get("username")
         self._password = opts.get("password")
@@ -230,9 +225,6 @@ class RedisBus:
     def set_receiver(self, receiver: Receiver) -> None:
         self._receivers.append(receiver)
 
-    def add_reconnect_listener(self, listener: Callable[[], Awaitable[None]]) -> None:
-        self._reconnect_listeners.append(listener)
-
     def topic(self, app_id: str, channel: str) -> bytes:
         return f"{self.prefix}:ev:{app_id}:{channel}".encode()
 
@@ -240,13 +232,6 @@ class RedisBus:
         env = Envelope.unpack(raw)
         for receiver in self._receivers:
             receiver(env)
-
-    async def _notify_reconnected(self) -> None:
-        for listener in self._reconnect_listeners:
-            try:
-                await listener()
-            except Exception:
-                log.warning("reconnect listener failed", exc_info=True)
 
     def _address_for(self, topic: bytes) -> tuple[str, int]:
         if not self.cluster:
@@ -260,7 +245,6 @@ class RedisBus:
         if conn is None:
             conn = SubscriberConnection(
                 addr[0], addr[1], self.cluster, self._on_message, self._username, self._password,
-                on_reconnected=self._notify_reconnected,
             )
             self._connections[addr] = conn
             try:
@@ -333,3 +317,7 @@ class RedisBus:
         conn = self._connections.get(self._address_for(topic))
         if conn is not None:
             conn.unsubscribe(topic)
+
+
+def _conforms(bus: RedisBus) -> Bus:
+    return bus  # checked by mypy: RedisBus implements Bus

@@ -18,7 +18,7 @@ def hmac_hex(secret: str, message: str | bytes) -> str:
 
 
 def channel_string_to_sign(socket_id: str, channel: str, channel_data: str | None) -> str:
-    # Herald decision 8: channel_data is signed whenever it is sent, private channels included.
+    # channel_data is signed whenever it is sent, private channels included (docs/protocol.md).
     if channel_data is None:
         return f"{socket_id}:{channel}"
     return f"{socket_id}:{channel}:{channel_data}"
@@ -28,8 +28,12 @@ def sign_channel(key: str, secret: str, socket_id: str, channel: str, channel_da
     return f"{key}:{hmac_hex(secret, channel_string_to_sign(socket_id, channel, channel_data))}"
 
 
+def user_string_to_sign(socket_id: str, user_data: str) -> str:
+    return f"{socket_id}::user::{user_data}"
+
+
 def sign_user(key: str, secret: str, socket_id: str, user_data: str) -> str:
-    return f"{key}:{hmac_hex(secret, f'{socket_id}::user::{user_data}')}"
+    return f"{key}:{hmac_hex(secret, user_string_to_sign(socket_id, user_data))}"
 
 
 def auth_token_error(token: object, key: str, secret: str, string_to_sign: str) -> str | None:
@@ -51,7 +55,7 @@ def auth_token_error(token: object, key: str, secret: str, string_to_sign: str) 
 
 
 def http_string_to_sign(method: str, path: str, params: Iterable[tuple[str, str]]) -> str:
-    """Section 6.2: lowercased keys, sorted, unescaped `k=v` joined by `&`, auth_signature left out."""
+    """Lowercased keys, sorted, unescaped `k=v` joined by `&`, auth_signature left out (docs/http-api.md)."""
     pairs = sorted((k.lower(), v) for k, v in params if k.lower() != "auth_signature")
     query = "&".join(f"{k}={v}" for k, v in pairs)
     return f"{method.upper()}\n{path}\n{query}"

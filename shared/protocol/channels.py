@@ -1,6 +1,7 @@
-"""Channel names and types (protocol reference section 4).
+"""Channel names and types (docs/protocol.md, "Channels").
 
-Prefix tests are anchored at the start of the name, unlike soketi's unanchored regexes.
+Prefix tests are anchored at the start of the name (soketi's regexes are not, so `x-private-y` is
+private there and public here).
 """
 
 from __future__ import annotations
@@ -9,9 +10,15 @@ import enum
 import re
 from dataclasses import dataclass
 
-CHANNEL_NAME_RE = re.compile(r"^[-a-zA-Z0-9_=@,.;]+$")
+# The characters of a channel name; signed-in user ids share them (they become `#server-to-user-{id}`).
+NAME_CHARACTERS = "-a-zA-Z0-9_=@,.;"
+NAME_CHARACTERS_TEXT = "A-Z, a-z, 0-9 and _ - = @ , . ;"
+CHANNEL_NAME_RE = re.compile(rf"^[{NAME_CHARACTERS}]+$")
+
 SERVER_TO_USER_PREFIX = "#server-to-user-"
-SERVER_TO_USER_RE = re.compile(r"^#server-to-user-[-a-zA-Z0-9_=@,.;]+$")
+SERVER_TO_USER_RE = re.compile(rf"^#server-to-user-[{NAME_CHARACTERS}]+$")
+# Herald-internal topics; '#' names can't be subscribed by clients, so they never collide with an app's.
+WATCH_PREFIX = "#watch-"
 
 
 class ChannelKind(enum.Enum):
@@ -37,7 +44,8 @@ class ChannelType:
 
     @property
     def allows_client_events(self) -> bool:
-        # Herald decision 10: private and presence only; encrypted payloads can't be produced by clients.
+        # docs/protocol.md, "Client events": private and presence only; encrypted payloads can't be
+        # produced by clients.
         return self.kind in (ChannelKind.PRIVATE, ChannelKind.PRESENCE)
 
 
@@ -65,9 +73,19 @@ def channel_name_error(name: object, max_length: int) -> str | None:
             return None
         return "channel names starting with '#' are reserved"
     if not CHANNEL_NAME_RE.match(name):
-        return "channel name may only contain A-Z, a-z, 0-9 and _ - = @ , . ;"
+        return f"channel name may only contain {NAME_CHARACTERS_TEXT}"
     return None
 
 
 def is_encrypted(name: str) -> bool:
     return name.startswith("private-encrypted-")
+
+
+def server_to_user_channel(user_id: str) -> str:
+    """The channel (and bus topic) of events sent to a signed-in user."""
+    return SERVER_TO_USER_PREFIX + user_id
+
+
+def watch_topic(user_id: str) -> str:
+    """The bus topic carrying a user's online/offline changes to the sockets watching it."""
+    return WATCH_PREFIX + user_id

@@ -1,4 +1,4 @@
-"""HTTP delivery of webhook requests (reference section 7.1) with one shared httpx client.
+"""HTTP delivery of webhook requests (docs/webhooks.md) with one shared httpx client.
 
 The client follows no redirects (a webhook URL answering 3xx is misconfigured, and the signature
 would go to wherever it points) and reuses connections to each receiver. Every request has a total
@@ -7,12 +7,26 @@ timeout, so a slow receiver holds one delivery worker for at most that long and 
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import httpx
 
 USER_AGENT = "herald-webhooks"
 
 
+class Sender(Protocol):
+    async def start(self) -> None: ...
+
+    async def send(self, url: str, headers: dict[str, str], body: bytes) -> str | None:
+        """POST; None on a 2xx answer, else why it failed as "<kind>: <detail>" (kind labels the
+        failure counter: `http_<status>`, `timeout`, `network`)."""
+
+    async def close(self) -> None: ...
+
+
 class HttpSender:
+    """See `Sender`."""
+
     def __init__(self, timeout_s: float, max_connections: int = 100) -> None:
         self.timeout_s = timeout_s
         self.max_connections = max_connections
@@ -46,3 +60,7 @@ class HttpSender:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _conforms(sender: HttpSender) -> Sender:
+    return sender  # checked by mypy: HttpSender implements Sender

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shared.bus import BusUnavailable, Envelope, Receiver
+from shared.bus.base import Bus, BusUnavailable, Envelope, Receiver
 
 
 class MemoryBus:
+    """See `Bus`. Delivery is a synchronous call to the receivers, so it keeps publish order."""
+
     def __init__(self) -> None:
         self._receivers: list[Receiver] = []
         self._topics: dict[tuple[str, str], int] = {}
@@ -46,3 +48,7 @@ class MemoryBus:
             self._topics[key] = left
         else:
             self._topics.pop(key, None)
+
+
+def _conforms(bus: MemoryBus) -> Bus:
+    return bus  # checked by mypy: MemoryBus implements Bus

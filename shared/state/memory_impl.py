@@ -1,12 +1,24 @@
-"""In-memory stores: the reference semantics for one process (embedded mode)."""
+"""In-memory stores: the reference semantics, for one process (embedded mode). See the interfaces in
+`shared.state.base` for each method's contract; a single process has no other node to reap or
+re-sync with, so its `NodeLease` is `LocalNode`."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from shared.state import CachedEvent, Member, PresenceJoin
+from shared.clock import Clock
+from shared.state.base import (
+    CachedEvent,
+    CacheStore,
+    ConnectionStore,
+    Member,
+    OccupancyStore,
+    PresenceJoin,
+    PresenceStore,
+    UserStore,
+)
 
 
 class MemoryConnectionStore:
@@ -119,7 +131,7 @@ class MemoryUserStore:
 
 
 class MemoryCacheStore:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._events: dict[tuple[str, str], tuple[str, Any, float]] = {}
 
@@ -136,3 +148,10 @@ class MemoryCacheStore:
             del self._events[(app_id, channel)]
             return None
         return CachedEvent(event, data, max(1, round(left)))
+
+
+def _conforms(
+    c: MemoryConnectionStore, o: MemoryOccupancyStore, p: MemoryPresenceStore, u: MemoryUserStore,
+    k: MemoryCacheStore,
+) -> tuple[ConnectionStore, OccupancyStore, PresenceStore, UserStore, CacheStore]:
+    return c, o, p, u, k  # checked by mypy: each class implements its interface

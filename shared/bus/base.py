@@ -8,14 +8,11 @@ leaves, so a node only receives traffic for channels it serves.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgpack
-
-from shared import protocol
 
 
 class BusUnavailable(Exception):
@@ -55,13 +52,6 @@ class Envelope:
         return cls(*fields)
 
 
-def watch_status_envelope(app_id: str, user_id: str, online: bool, origin: str) -> Envelope:
-    """A user's online/offline change, for the sockets watching it (on the `#watch-{user}` topic)."""
-    data = protocol.watchlist_events([user_id], []) if online else protocol.watchlist_events([], [user_id])
-    return Envelope(app_id, protocol.WATCH_PREFIX + user_id, protocol.WATCHLIST_EVENT, data, origin=origin,
-                    ts=time.time())
-
-
 Receiver = Callable[[Envelope], None]
 
 
@@ -71,7 +61,8 @@ class Bus(Protocol):
     def set_receiver(self, receiver: Receiver) -> None:
         """The single callback that gets every envelope for a subscribed topic, in order."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Connect; an unreachable bus is not an error here (it keeps trying and `subscribe` raises)."""
 
     async def close(self) -> None: ...
 
@@ -82,6 +73,11 @@ class Bus(Protocol):
         """Publish in order, in one round trip where the bus allows; BusUnavailable carries `sent`."""
 
     async def subscribe(self, app_id: str, channel: str) -> None:
-        """Returns once envelopes published afterwards on this topic will be received."""
+        """Returns once envelopes published afterwards on this topic will be received.
 
-    async def unsubscribe(self, app_id: str, channel: str) -> None: ...
+        Subscriptions are counted: each call needs one `unsubscribe`. Raises BusUnavailable while the
+        bus is away; the subscription is then still wanted and restored when the bus is back.
+        """
+
+    async def unsubscribe(self, app_id: str, channel: str) -> None:
+        """Drop one count; the topic stops being received after the last."""

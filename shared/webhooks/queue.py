@@ -1,4 +1,4 @@
-"""Queueing and delivery of webhooks (reference sections 7.1-7.4, Herald decision 13), over a job store.
+"""Queueing and delivery of webhooks (docs/webhooks.md) over a `JobStore`.
 
 One *job* is one event for one of the app's webhooks (so each receiver retries on its own). The store
 (`MemoryJobStore` in one process, `RedisJobStore` for a cluster) keeps jobs with a due time and applies
@@ -10,7 +10,7 @@ Life of a job:
   `event_types` and channel filters take it. `channel_vacated` / `member_removed` jobs are due
   `delay_s` (3 s) later and leave a *cancel key* (webhook, channel[, user]). A `channel_occupied` /
   `member_added` for a key that still has a pending job withdraws that job and is itself not queued
-  (section 7.4: a client back within the delay causes no webhooks). A job stops being cancellable
+  (a client back within the delay causes no webhooks). A job stops being cancellable
   once a worker claims it.
 * **claim**: a worker takes due jobs and pushes their due time `visibility_s` ahead in the same step.
   A job whose claimer dies becomes due again and another process delivers it: at-least-once, and
@@ -28,28 +28,41 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
-from prometheus_client import Counter
 
-from shared.config import AppConfig, AppRegistry, WebhookConfig
-from shared.signatures import sign_webhook
-from shared.state import StoreUnavailable
-from shared.webhook_sender import HttpSender
-from shared.webhooks import (
-    CHANNEL_OCCUPIED,
-    CHANNEL_VACATED,
-    MEMBER_ADDED,
-    MEMBER_REMOVED,
-    WebhookEvent,
+from shared.apps.config import AppConfig, WebhookConfig
+from shared.apps.registry import AppRegistry
+from shared.clock import Clock
+from shared.metrics import (
+    WEBHOOKS_CANCELLED,
+    WEBHOOKS_DELIVERED,
+    WEBHOOKS_DROPPED,
+    WEBHOOKS_ENQUEUED,
+    WEBHOOKS_FAILED_ATTEMPTS,
 )
+from shared.protocol.events import WEBHOOK_CHANNEL_OCCUPIED, WEBHOOK_CHANNEL_VACATED
+from shared.protocol.signatures import sign_webhook
+from shared.state.base import StoreUnavailable
+from shared.webhooks.base import (
+    ADDED,
+    CANCELLED_PAIR,
+    CANCELLING,
+    DELAYED,
+    Claimed,
+    Entry,
+    JobStore,
+    WebhookEvent,
+    WebhookQueue,
+)
+from shared.webhooks.sender import HttpSender, Sender
 
 log = logging.getLogger("herald.webhooks")
 
-WEBHOOK_DELAY_S = 3.0  # section 7.4: channel_vacated / member_removed wait this long
+WEBHOOK_DELAY_S = 3.0  # channel_vacated / member_removed wait this long (docs/webhooks.md)
 MAX_AGE_S = 300.0  # retries stop 5 minutes after the webhook was created
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
@@ -60,71 +73,6 @@ POLL_S = 0.2  # how soon jobs queued by other processes are noticed
 CLAIM_LIMIT = 100  # jobs per claim, and events per batched request
 DEFAULT_WORKERS = 4
 CLOSE_GRACE_S = 2.0  # on close, in-flight requests get this long to finish
-
-# Delayed event -> the event that cancels it when it comes while the delayed one is pending.
-DELAYED = {CHANNEL_VACATED: CHANNEL_OCCUPIED, MEMBER_REMOVED: MEMBER_ADDED}
-CANCELLING = {v: k for k, v in DELAYED.items()}
-
-ENQUEUED = Counter("herald_webhooks_enqueued_total", "Webhook jobs queued (one per event and webhook)", ["event"])
-DELIVERED = Counter("herald_webhooks_delivered_total", "Webhook events delivered with a 2xx answer", ["event"])
-FAILED_ATTEMPTS = Counter(
-    "herald_webhooks_failed_attempts_total", "Webhook requests answered with non-2xx or failed", ["reason"]
-)
-DROPPED = Counter("herald_webhooks_dropped_total", "Webhook jobs given up on", ["event", "reason"])
-CANCELLED = Counter(
-    "herald_webhooks_cancelled_total",
-    "Webhook jobs not sent under the delay-and-cancel rule (the withdrawn vacate/remove and the "
-    "occupy/add that withdrew it)",
-    ["event"],
-)
-
-
-# -- the store interface --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One thing `JobStore.add` does, atomically with the others of the same call, in order."""
-
-    job: bytes | None  # the encoded job to queue, or None (only a cancel check)
-    due_ms: int
-    set_cancel: str | None = None  # delayed job: a later check on this key withdraws it while pending
-    check_cancel: str | None = None  # withdraw the pending job under this key; if there was one, skip `job`
-
-
-ADDED = 1
-NOTHING = 0
-CANCELLED_PAIR = -1
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    id: str
-    raw: bytes
-    attempts: int  # including this one
-
-
-class JobStore(Protocol):
-    async def add(self, app_id: str, entries: Sequence[Entry]) -> list[int]:
-        """Apply the entries; per entry ADDED, NOTHING or CANCELLED_PAIR (a pending job was withdrawn
-        and this entry's job was not queued)."""
-
-    async def claim(
-        self, app_id: str, now_ms: int, visibility_ms: int, limit: int
-    ) -> tuple[list[Claimed], int | None]:
-        """Take up to `limit` jobs due at `now_ms`, making them due again at now + visibility; also
-        return the earliest due time left (None when the app has no jobs)."""
-
-    async def ack(self, app_id: str, ids: Sequence[str]) -> None:
-        """Delete jobs (delivered or dropped)."""
-
-    async def reschedule(self, app_id: str, job_id: str, due_ms: int) -> None:
-        """Make a claimed job due at `due_ms` (no-op when it was deleted meanwhile)."""
-
-    async def pending(self, app_id: str) -> int:
-        """Number of queued jobs (tests and diagnostics)."""
-
-    async def close(self) -> None: ...
 
 
 # -- jobs -------------------------------------------------------------------------------------------
@@ -174,7 +122,7 @@ def hook_takes(hook: WebhookConfig, name: str, channel: str) -> bool:
 
 def cancel_key(hook: int, event: WebhookEvent) -> str:
     """What pairs a delayed event with the one that cancels it, per webhook (users compared as strings)."""
-    if event.name in (CHANNEL_OCCUPIED, CHANNEL_VACATED):
+    if event.name in (WEBHOOK_CHANNEL_OCCUPIED, WEBHOOK_CHANNEL_VACATED):
         return f"{hook}\nc\n{event.channel}"
     user = event.user_id if isinstance(event.user_id, str) else str(event.user_id)
     return f"{hook}\nm\n{event.channel}\n{user}"
@@ -189,23 +137,7 @@ def backoff_s(attempts: int) -> float:
     return float(min(BACKOFF_BASE_S * 2 ** max(attempts - 1, 0), BACKOFF_CAP_S))
 
 
-# -- the sender interface ---------------------------------------------------------------------------
-
-
-class Sender(Protocol):
-    async def start(self) -> None: ...
-
-    async def send(self, url: str, headers: dict[str, str], body: bytes) -> str | None:
-        """POST; None on a 2xx answer, else why it failed as "<kind>: <detail>" (kind labels the
-        failure counter: `http_<status>`, `timeout`, `network`)."""
-
-    async def close(self) -> None: ...
-
-
 # -- the queue ------------------------------------------------------------------------------------
-
-
-Clock = Callable[[], float]
 
 
 @dataclass
@@ -301,11 +233,11 @@ class QueuedWebhooks:
             raise StoreUnavailable(f"webhook queue unavailable: {exc}") from exc
         for (name, entry), result in zip(planned, results, strict=True):
             if result == ADDED:
-                ENQUEUED.labels(name).inc()
+                WEBHOOKS_ENQUEUED.labels(name).inc()
             elif result == CANCELLED_PAIR:
-                CANCELLED.labels(CANCELLING[name]).inc()
+                WEBHOOKS_CANCELLED.labels(CANCELLING[name]).inc()
                 if entry.job is not None:
-                    CANCELLED.labels(name).inc()
+                    WEBHOOKS_CANCELLED.labels(name).inc()
         self._wake.set()
 
     # -- workers ----------------------------------------------------------------------------------
@@ -412,9 +344,9 @@ class QueuedWebhooks:
         if failure is None:
             await self.store.ack(app.id, [j.id for j in jobs])
             for job in jobs:
-                DELIVERED.labels(job.name).inc()
+                WEBHOOKS_DELIVERED.labels(job.name).inc()
             return
-        FAILED_ATTEMPTS.labels(failure.split(":", 1)[0]).inc()
+        WEBHOOKS_FAILED_ATTEMPTS.labels(failure.split(":", 1)[0]).inc()
         now = self.now_ms()
         give_up: list[Job] = []
         for job in jobs:
@@ -435,7 +367,7 @@ class QueuedWebhooks:
     async def _drop(self, app_id: str, jobs: Sequence[Job], reason: str) -> None:
         await self.store.ack(app_id, [j.id for j in jobs])
         for job in jobs:
-            DROPPED.labels(job.name, reason).inc()
+            WEBHOOKS_DROPPED.labels(job.name, reason).inc()
 
     def _done(self) -> None:
         self._inflight -= 1
@@ -502,3 +434,7 @@ def webhook_headers(app: AppConfig, hook: WebhookConfig, body: bytes) -> dict[st
     headers = {k: v for k, v in hook.headers.items() if k.lower() not in reserved}
     headers.update(ours)
     return headers
+
+
+def _conforms(queue: QueuedWebhooks) -> WebhookQueue:
+    return queue  # checked by mypy: QueuedWebhooks implements WebhookQueue

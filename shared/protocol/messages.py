@@ -1,7 +1,7 @@
-"""Pusher protocol 7 wire messages (server side) and codes.
+"""Server -> client frame payloads of Pusher protocol 7, as UTF-8 JSON bytes.
 
-Encoding follows Herald's decision 4: `data` is a JSON string on `pusher:` and `pusher_internal:` events
-(hosted Pusher's form), `pusher:error` and `pusher:subscription_error` carry an object.
+Encoding (docs/protocol.md, "Encoding"): `data` is a JSON *string* on `pusher:` and `pusher_internal:`
+events (hosted Pusher's form); `pusher:error` and `pusher:subscription_error` carry an object.
 """
 
 from __future__ import annotations
@@ -10,25 +10,7 @@ from typing import Any
 
 import orjson
 
-PROTOCOL_MIN = 4
-PROTOCOL_MAX = 7
-ACTIVITY_TIMEOUT_S = 120
-PONG_TIMEOUT_S = 30
-
-# Close / error codes (reference section 3).
-APP_NOT_FOUND = 4001
-APP_DISABLED = 4003
-OVER_QUOTA = 4004
-UNSUPPORTED_PROTOCOL = 4007
-NO_PROTOCOL = 4008
-UNAUTHORIZED = 4009
-OVER_CAPACITY = 4100
-RECONNECT = 4200
-PONG_NOT_RECEIVED = 4201
-CLIENT_EVENT_REJECTED = 4301
-WATCHLIST_LIMIT = 4302
-# Reverb's code for an unparseable message; sent as an event, never as a close.
-INVALID_MESSAGE = 4200
+from shared.protocol import events
 
 
 def dumps(obj: Any) -> str:
@@ -48,25 +30,33 @@ def event(name: str, data: Any = None, channel: str | None = None, **extra: Any)
 
 def connection_established(socket_id: str, activity_timeout: int) -> bytes:
     return event(
-        "pusher:connection_established",
+        events.CONNECTION_ESTABLISHED,
         dumps({"socket_id": socket_id, "activity_timeout": activity_timeout}),
     )
 
 
 def error(message: str, code: int | None) -> bytes:
-    return event("pusher:error", {"code": code, "message": message})
+    return event(events.ERROR, {"code": code, "message": message})
 
 
 def subscription_error(channel: str, type_: str, message: str, status: int) -> bytes:
-    return event("pusher:subscription_error", {"type": type_, "error": message, "status": status}, channel)
+    return event(events.SUBSCRIPTION_ERROR, {"type": type_, "error": message, "status": status}, channel)
 
 
-PONG = event("pusher:pong", "{}")
-PING = event("pusher:ping", "{}")
+PONG = event(events.PONG, "{}")
+PING = event(events.PING, "{}")
 
 
 def subscription_succeeded(channel: str, data: str = "{}") -> bytes:
-    return event("pusher_internal:subscription_succeeded", data, channel)
+    return event(events.SUBSCRIPTION_SUCCEEDED, data, channel)
+
+
+def signin_success(user_data: str) -> bytes:
+    return event(events.SIGNIN_SUCCESS, {"user_data": user_data})
+
+
+def cache_miss(channel: str) -> bytes:
+    return event(events.CACHE_MISS, None, channel)
 
 
 def presence_roster(members: list[tuple[Any, Any]]) -> str:
@@ -84,15 +74,15 @@ def member_removed_data(user_id: Any) -> str:
     return dumps({"user_id": user_id})
 
 
-# Watchlists (section 2.12): connection-level events; nodes route them on internal `#watch-{user}` topics.
-WATCH_PREFIX = "#watch-"
-WATCHLIST_EVENT = "pusher_internal:watchlist_events"
+def subscription_count_data(count: int) -> str:
+    return dumps({"subscription_count": count})
 
 
 def watchlist_events(online: list[str], offline: list[str]) -> str:
-    events: list[dict[str, Any]] = []
+    """The data of `pusher_internal:watchlist_events`, a connection-level event (no channel)."""
+    changes: list[dict[str, Any]] = []
     if online:
-        events.append({"name": "online", "user_ids": online})
+        changes.append({"name": "online", "user_ids": online})
     if offline:
-        events.append({"name": "offline", "user_ids": offline})
-    return dumps({"events": events})
+        changes.append({"name": "offline", "user_ids": offline})
+    return dumps({"events": changes})

@@ -1,19 +1,21 @@
 """Application (tenant) configuration: the default app, apps files and per-app limits.
 
-Field names follow soketi's snake_case columns so an apps list can move over unchanged.
-Defaults are those of section 12 of the protocol reference.
+Field names follow soketi's snake_case columns so an apps list can move over unchanged. Defaults are
+Herald's protocol decisions (docs/protocol.md, "Limits").
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from shared.protocol.events import WEBHOOK_EVENT_TYPES
 
 # Numeric because the PyPI pusher SDK rejects any other app id (hosted Pusher ids are numeric).
 DEFAULT_APP_ID = "1"
@@ -51,7 +53,7 @@ class AppConfig:
     max_event_name_length: int = 200
     max_event_payload_in_kb: float = 10
     max_event_batch_size: int = 10
-    # Features of the later issues; parsed now so apps files stay stable.
+    # Sign-in, watchlists, subscription counts, cache channels and webhooks (docs/protocol.md).
     enable_user_authentication: bool = False
     user_authentication_timeout_s: float = 30
     enable_subscription_count: bool = False
@@ -76,15 +78,6 @@ _STR_FIELDS = {"id", "key", "secret"}
 _KNOWN_FIELDS = {f.name for f in fields(AppConfig)}
 # Limits where -1 means "no limit" (soketi's convention).
 _UNLIMITED_OK = {"max_connections", "max_client_events_per_sec"}
-_WEBHOOK_EVENT_TYPES = {
-    "channel_occupied",
-    "channel_vacated",
-    "member_added",
-    "member_removed",
-    "client_event",
-    "cache_miss",
-    "subscription_count",
-}
 
 
 def _fail(source: str, app: str, fld: str, why: str) -> ConfigError:
@@ -103,9 +96,9 @@ def _parse_webhooks(value: Any, source: str, app: str) -> tuple[WebhookConfig, .
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise _fail(source, app, f"{where}.url", "must be an http(s) URL")
         types = raw.get("event_types", [])
-        if not isinstance(types, list) or not all(t in _WEBHOOK_EVENT_TYPES for t in types):
+        if not isinstance(types, list) or not all(t in WEBHOOK_EVENT_TYPES for t in types):
             raise _fail(
-                source, app, f"{where}.event_types", f"must be a list of {sorted(_WEBHOOK_EVENT_TYPES)}"
+                source, app, f"{where}.event_types", f"must be a list of {sorted(WEBHOOK_EVENT_TYPES)}"
             )
         headers = raw.get("headers") or {}
         if not isinstance(headers, dict) or not all(
@@ -208,23 +201,3 @@ def default_app_from_env(env: Mapping[str, str] | None = None) -> AppConfig:
     if flag is not None:
         raw["enable_client_messages"] = flag.lower() in ("1", "true", "yes", "on")
     return app_from_mapping(raw, "environment", 0)
-
-
-class AppRegistry:
-    """Looks apps up by id and by key. Static for now; an app store interface can replace it later."""
-
-    def __init__(self, apps: Iterable[AppConfig]) -> None:
-        self._by_id = {a.id: a for a in apps}
-        self._by_key = {a.key: a for a in self._by_id.values()}
-
-    def by_id(self, app_id: str) -> AppConfig | None:
-        return self._by_id.get(app_id)
-
-    def by_key(self, key: str) -> AppConfig | None:
-        return self._by_key.get(key)
-
-    def __iter__(self) -> Iterator[AppConfig]:
-        return iter(self._by_id.values())
-
-    def __len__(self) -> int:
-        return len(self._by_id)

@@ -1,0 +1,48 @@
+"""Every event name Herald sends, receives, routes on the bus or posts in a webhook: one home each.
+
+Client <-> server names are Pusher's (docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+# Client -> server.
+PING = "pusher:ping"
+PONG = "pusher:pong"
+SUBSCRIBE = "pusher:subscribe"
+UNSUBSCRIBE = "pusher:unsubscribe"
+SIGNIN = "pusher:signin"
+CLIENT_EVENT_PREFIX = "client-"
+
+# Server -> client.
+CONNECTION_ESTABLISHED = "pusher:connection_established"
+ERROR = "pusher:error"
+SUBSCRIPTION_ERROR = "pusher:subscription_error"
+SIGNIN_SUCCESS = "pusher:signin_success"
+CACHE_MISS = "pusher:cache_miss"
+SUBSCRIPTION_SUCCEEDED = "pusher_internal:subscription_succeeded"
+MEMBER_ADDED = "pusher_internal:member_added"
+MEMBER_REMOVED = "pusher_internal:member_removed"
+SUBSCRIPTION_COUNT = "pusher_internal:subscription_count"
+WATCHLIST_EVENTS = "pusher_internal:watchlist_events"
+
+# Bus-only control message on a user's `#server-to-user-` topic: gateways close that user's signed-in
+# sockets with 4009 instead of relaying it (it never reaches a client).
+TERMINATE_CONNECTIONS = "pusher_internal:terminate_connections"
+
+# Webhook event types (the `name` of each event in a webhook body; apps subscribe to them by name).
+WEBHOOK_CHANNEL_OCCUPIED = "channel_occupied"
+WEBHOOK_CHANNEL_VACATED = "channel_vacated"
+WEBHOOK_MEMBER_ADDED = "member_added"
+WEBHOOK_MEMBER_REMOVED = "member_removed"
+WEBHOOK_CLIENT_EVENT = "client_event"
+WEBHOOK_CACHE_MISS = "cache_miss"
+WEBHOOK_SUBSCRIPTION_COUNT = "subscription_count"
+WEBHOOK_EVENT_TYPES = frozenset({
+    WEBHOOK_CHANNEL_OCCUPIED,
+    WEBHOOK_CHANNEL_VACATED,
+    WEBHOOK_MEMBER_ADDED,
+    WEBHOOK_MEMBER_REMOVED,
+    WEBHOOK_CLIENT_EVENT,
+    WEBHOOK_CACHE_MISS,
+    WEBHOOK_SUBSCRIPTION_COUNT,
+})
