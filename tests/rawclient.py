@@ -34,7 +34,7 @@ def sign(secret: str, string_to_sign: str) -> str:
 
 
 def channel_auth(key: str, secret: str, socket_id: str, channel: str, channel_data: str | None = None) -> str:
-    """`key:hex` for a private channel, or a presence channel when channel_data is given (section 5)."""
+    """`key:hex` for a private channel, or a presence channel when channel_data is given (docs/protocol.md)."""
     to_sign = f"{socket_id}:{channel}" + (f":{channel_data}" if channel_data is not None else "")
     return f"{key}:{sign(secret, to_sign)}"
 

@@ -1,7 +1,7 @@
 """Pusher's HTTP API on a real `herald serve`, driven by the PyPI `pusher` SDK (pusher-http-python).
 
 Subscribers are real WebSocket clients (the `websockets` library speaking protocol 7). Things the SDK
-refuses client-side are sent with httpx, signed here as section 6.2 describes.
+refuses client-side are sent with httpx, signed here as docs/http-api.md describes.
 
 Apps are TEST_APPS of tests/conftest.py, found by key ("key-1"; "key-off" is the disabled one).
 """
@@ -131,7 +131,7 @@ def trigger_with_info(sdk: pusher.Pusher, channels: list[str], name: str, data: 
 
 def signed_url(herald: HeraldProcess, method: str, app: App, path: str, params: dict[str, str] | None = None,
                body: bytes = b"", timestamp: float | None = None) -> str:
-    """`path` is below /apps/{app.id}; signed with the app's key and secret as section 6.2 says."""
+    """`path` is below /apps/{app.id}; signed with the app's key and secret as docs/http-api.md says."""
     path = f"/apps/{app.id}{path}"
     query = {**(params or {}), "auth_key": app.key, "auth_version": "1.0",
              "auth_timestamp": str(int(time.time() if timestamp is None else timestamp))}

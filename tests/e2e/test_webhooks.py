@@ -1,4 +1,4 @@
-"""Webhooks end to end (reference section 7, Herald decision 13): a real redis-server, three
+"""Webhooks end to end (docs/webhooks.md): a real redis-server, three
 `herald gateway` processes and a `herald trigger-api`, pusher-js clients on different gateways, and a
 real receiver that checks every request with the PyPI pusher SDK and the first ones with the npm one.
 

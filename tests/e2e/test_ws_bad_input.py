@@ -119,7 +119,7 @@ async def test_invalid_channel_name_gets_subscription_error(
 
 
 async def test_channel_name_length_limit(herald_server: HeraldProcess) -> None:
-    # Decision 6: 200 characters by default.
+    # 200 characters by default (docs/protocol.md, "Limits").
     async with raw_connect(herald_server.port, KEY) as c:
         ok = "a" * 200
         await c.subscribe_ok(ok)

@@ -1,4 +1,5 @@
-"""Server-side liveness (section 1.6) on a dedicated server with `--activity-timeout 1 --pong-timeout 1`:
+"""Server-side liveness (docs/protocol.md, "Liveness") on a dedicated server with
+`--activity-timeout 1 --pong-timeout 1`:
 silent sockets get `pusher:ping` and are then closed with 4201; sockets that answer (or talk) stay."""
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ async def test_numeric_user_id_stays_a_number(herald_server: HeraldProcess) -> N
 
 
 async def test_number_and_string_with_same_text_are_one_user(herald_server: HeraldProcess) -> None:
-    # Decision 9: users are compared by the string form of their id.
+    # Users are compared by the string form of their id.
     channel = unique("presence-same")
     async with raw_connect(herald_server.port, KEY) as a, raw_connect(herald_server.port, KEY) as b:
         await a.subscribe_presence(KEY, SECRET, channel, 5)

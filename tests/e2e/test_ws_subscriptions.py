@@ -121,7 +121,7 @@ async def test_private_valid_signature(herald_server: HeraldProcess) -> None:
 
 
 async def test_reference_vector_app_private_signature(herald_server: HeraldProcess) -> None:
-    # The section 5 credentials (app "3"); the socket id is the server's, so the digest is recomputed.
+    # The test-vector credentials (app "3"); the socket id is the server's, so the digest is recomputed.
     key, secret = "278d425bdf160c739803", "7ad3773142a6692b25b8"
     async with raw_connect(herald_server.port, key) as c:
         await c.subscribe_private(key, secret, "private-foobar")
@@ -137,7 +137,7 @@ async def test_private_with_channel_data_signed_as_third_part(herald_server: Her
 
 
 async def test_private_with_channel_data_but_two_part_signature_is_refused(herald_server: HeraldProcess) -> None:
-    # Decision 8: channel_data present -> the signature must cover it.
+    # channel_data present -> the signature must cover it.
     channel = unique("private-cd")
     channel_data = json.dumps({"user_id": "u1"})
     async with raw_connect(herald_server.port, KEY) as c:

@@ -17,7 +17,7 @@ from gateway.hub import Hub
 from shared.apps.config import AppConfig
 from shared.backend import Backend, memory_backend
 
-# Credentials and socket of the reference's signature test vectors (sections 5.1, 5.2, 5.4).
+# Credentials and socket of the published signature test vectors (private, presence, sign-in).
 VECTOR_KEY = "278d425bdf160c739803"
 VECTOR_SECRET = "7ad3773142a6692b25b8"
 VECTOR_SOCKET = "1234.1234"
@@ -86,7 +86,7 @@ def make_app(**overrides: Any) -> AppConfig:
 
 
 def vector_app(**overrides: Any) -> AppConfig:
-    """An app with the reference's test-vector key and secret."""
+    """An app with the test vectors' key and secret."""
     return make_app(id="vector-app", key=VECTOR_KEY, secret=VECTOR_SECRET, **overrides)
 
 

@@ -1,4 +1,4 @@
-"""Channel types (anchored prefixes) and channel name rules (reference section 4)."""
+"""Channel types (anchored prefixes) and channel name rules (docs/protocol.md, "Channels")."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from shared.bus.base import BusUnavailable, Envelope
 from shared.bus.memory_impl import MemoryBus
 from shared.state.base import Member, StoreUnavailable
 from shared.state.memory_impl import MemoryOccupancyStore
-from tests.unit.test_http_signing import Harness, make_harness, sign_query
+from tests.unit.trigger_api.test_http_signing import Harness, make_harness, sign_query
 from trigger_api.errors import ApiError
 from trigger_api.handlers import MAX_BODY_BYTES
 from trigger_api.validation import parse_batch, parse_event

@@ -1,4 +1,4 @@
-"""Apps files (YAML and JSON), per-app defaults (reference section 12), the default app from the
+"""Apps files (YAML and JSON), per-app defaults (docs/protocol.md, "Limits"), the default app from the
 environment, and configuration errors that name the file, the app and the field."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The WebSocket endpoint without a network: handshake checks (reference sections 1.1-1.3), the liveness
-sweep (section 1.6), and the ASGI entry point driven by in-process receive/send callables."""
+"""The WebSocket endpoint without a network: handshake checks (docs/protocol.md), the liveness
+sweep (docs/protocol.md, "Liveness"), and the ASGI entry point driven by in-process receive/send callables."""
 
 from __future__ import annotations
 

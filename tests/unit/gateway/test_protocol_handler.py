@@ -2,7 +2,7 @@
 
 No network: each connection writes to a recording sink, the clock is manual, and the handler runs on
 the real in-memory backend and a real Hub, so fan-out between connections is exercised too.
-References are to sections of the protocol reference (and its section 12, Herald's decisions).
+Expected behaviour is documented in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def roster(frame: dict[str, Any]) -> dict[str, Any]:
     assert set(decoded) == {"presence"}
     presence: dict[str, Any] = decoded["presence"]
     assert set(presence) == {"ids", "hash", "count"}
-    # ids and hash keys name the same users (section 2.6).
+    # ids and hash keys name the same users (docs/protocol.md).
     assert sorted(str(i) for i in presence["ids"]) == sorted(presence["hash"])
     assert presence["count"] == len(presence["ids"])
     return presence
@@ -332,7 +332,7 @@ async def test_presence_reference_vector_roster(harness: Harness) -> None:
     assert len(frames) == 1  # no member_added to oneself
     presence = roster(frames[0])
     assert presence == {"ids": [10], "hash": {"10": {"name": "Mr. Channels"}}, "count": 1}
-    assert isinstance(presence["ids"][0], int)  # the number is kept as sent (decision 9)
+    assert isinstance(presence["ids"][0], int)  # the number is kept as sent (docs/protocol.md, "Users")
     assert client.conn.channels == {"presence-foobar": Member(10, {"name": "Mr. Channels"})}
     assert await occupancy(harness, app, "presence-foobar") == 1
 

@@ -1,4 +1,4 @@
-"""Webhook queueing and delivery (reference section 7, Herald decision 13).
+"""Webhook queueing and delivery (docs/webhooks.md).
 
 Each test runs on both job stores through the `store` fixture: the in-memory one and the Redis one on
 the session's real redis-server. Time is a manual wall clock; deliveries happen in `run_due()` steps, so
@@ -243,7 +243,7 @@ async def test_apps_without_webhooks_or_events_queue_nothing(
     assert await queue.run_due() == 0
 
 
-# -- delay and cancel (section 7.4) ---------------------------------------------------------------
+# -- delay and cancel (docs/webhooks.md) -----------------------------------------------------------
 
 
 async def test_vacated_and_member_removed_wait_three_seconds(
@@ -659,7 +659,7 @@ def test_cli_refuses_negative_webhook_workers(tmp_path: Path) -> None:
 
 
 async def test_reconnect_cancels_a_vacate_even_when_no_webhook_takes_occupied() -> None:
-    """Section 7.4 with a vacate-only webhook: the gateway still hands the re-occupy to the queue,
+    """Delay and cancel with a vacate-only webhook: the gateway still hands the re-occupy to the queue,
     so the pending vacate is withdrawn and the receiver hears nothing."""
     from tests.unit.fakes import Harness
 

@@ -1,4 +1,4 @@
-"""Channel authorization and user sign-in signatures against the reference's test vectors (section 5)."""
+"""Channel authorization and user sign-in signatures against the published test vectors."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_channel_data_is_signed_byte_for_byte() -> None:
 
 
 def test_private_channel_with_channel_data_signs_three_parts() -> None:
-    # Herald decision 8: channel_data present -> socket_id:channel:channel_data, private channels too.
+    # channel_data present -> socket_id:channel:channel_data, private channels too.
     token = sign_channel(VECTOR_KEY, VECTOR_SECRET, VECTOR_SOCKET, "private-foobar", '{"user_id":"1"}')
     expected = hmac_hex(VECTOR_SECRET, '1234.1234:private-foobar:{"user_id":"1"}')
     assert token == f"{VECTOR_KEY}:{expected}"
@@ -95,7 +95,7 @@ def test_signature_for_another_socket_or_channel_is_refused() -> None:
 
 
 def test_uppercase_hex_is_refused() -> None:
-    # Signatures are lowercase hex (section 5); compare exactly.
+    # Signatures are lowercase hex ; compare exactly.
     error = auth_token_error(f"{VECTOR_KEY}:{PRIVATE_DIGEST.upper()}", VECTOR_KEY, VECTOR_SECRET,
                              "1234.1234:private-foobar")
     assert error is not None and error.startswith("invalid signature")

@@ -1,7 +1,7 @@
-"""HTTP API request signing (protocol reference section 6.2).
+"""HTTP API request signing (docs/http-api.md, "Signing").
 
-The verifier is tested directly with the reference's worked example and through the ASGI app, where
-requests are signed by an independent signer written here from the reference (not Herald's own
+The verifier is tested directly with the published worked example and through the ASGI app, where
+requests are signed by an independent signer written here from the documented rules (not Herald's own
 `shared.protocol.signatures`) and by the pusher-http-python SDK's own request builder.
 """
 
