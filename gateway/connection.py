@@ -37,7 +37,8 @@ class Connection:
         self.held: dict[str, list[tuple[bytes, bytes | None]]] = {}
         self.last_seen = now
         self.opened_at = now
-        # Signed in, or subscribed to a private/presence channel (apps may require it: docs/protocol.md).
+        # Signed in, or subscribed to a private/presence channel (apps may require it: docs/protocol.md,
+        # "Authorized connections").
         self.authorized = False
         self.ping_sent_at: float | None = None
         self.client_event_window = 0.0

@@ -132,7 +132,7 @@ class Gateway:
         return QueueSink(send)
 
     def sweep(self, now: float, pong_timeout_s: float) -> None:
-        """Ping silent sockets, close those that ignored the ping (docs/messages.md, "Liveness")."""
+        """Ping silent sockets, close those that ignored the ping (docs/protocol.md, "Liveness")."""
         idle_limit = self.activity_timeout_s
         for conn in self.connections.values():  # no awaits: the dict can't change meanwhile
             if conn.sink.closed:
@@ -140,7 +140,7 @@ class Gateway:
             app = conn.app
             if (app.enable_user_authentication and not conn.authorized
                     and now - conn.opened_at >= app.user_authentication_timeout_s):
-                # Authorized connections (docs/messages.md): sign in or join a private channel in time.
+                # docs/protocol.md, "Authorized connections": sign in or join a private channel in time.
                 message = "Connection not authorized within timeout."
                 conn.send(messages.error(message, codes.UNAUTHORIZED))
                 conn.sink.close(codes.UNAUTHORIZED, message)

@@ -163,7 +163,8 @@ class ProtocolHandler:
     def parse_member(self, conn: Connection, channel_data: str | None) -> Member | tuple[str, str, int]:
         if channel_data is None:
             if conn.user is not None:
-                # A signed-in socket may omit channel_data; it joins as its user (docs/protocol.md).
+                # A signed-in socket may omit channel_data; it joins as its user (docs/protocol.md,
+                # "Presence members").
                 return Member(conn.user.id, conn.user.info)
             return ("AuthError", "Presence channels require channel_data with a user_id (or sign in first)", 401)
         try:

@@ -152,7 +152,7 @@ def run(node: Node, settings: Settings) -> None:
         ws_max_size=WS_MAX_MESSAGE_BYTES,
         # Herald writes pre-framed bytes straight to transports; compression would break that.
         ws_per_message_deflate=False,
-        # Liveness is Herald's Pusher-level ping (section 1.6); WS pings are still answered.
+        # Liveness is Herald's Pusher-level ping (docs/protocol.md, "Liveness"); WS pings are still answered.
         ws_ping_interval=None,
         log_level=settings.log_level,
         access_log=False,

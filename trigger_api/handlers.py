@@ -122,9 +122,9 @@ class TriggerApi:
     ) -> list[dict[str, dict[str, int]]]:
         """For each (channels, attributes) query, `{channel: {attribute: n}}`; one store call per kind.
 
-        user_count is computed for presence channels only and the others get no such key, as in the
-        reference's trigger example; validation has already refused user_count where no channel of the
-        query is a presence channel.
+        user_count is computed for presence channels only and the others get no such key (docs/http-api.md,
+        "Info attributes"); validation has already refused user_count where no channel of the query is a
+        presence channel.
         """
         want_users = {c for chans, attrs in queries if v.USER_COUNT in attrs for c in chans
                       if channel_type(c).is_presence}

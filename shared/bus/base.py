@@ -76,7 +76,8 @@ class Bus(Protocol):
         """Returns once envelopes published afterwards on this topic will be received.
 
         Subscriptions are counted: each call needs one `unsubscribe`. Raises BusUnavailable while the
-        bus is away; the subscription is then still wanted and restored when the bus is back.
+        bus is away; a failed call is not counted (the caller retries or gives up). Topics counted
+        when a connection drops are re-subscribed when it is back.
         """
 
     async def unsubscribe(self, app_id: str, channel: str) -> None:

@@ -4,7 +4,7 @@ redis-py's asyncio pub/sub reader tops out near 100k messages/s on this class of
 protocol parses replies with hiredis and hands each envelope to the hub straight from
 `data_received`, several times faster, and it confirms every SUBSCRIBE before `subscribe()` returns.
 
-Per-channel topics (reference cluster design): a node subscribes only to the channels its sockets
+Per-channel topics (docs/cluster.md, "Fan-out"): a node subscribes only to the channels its sockets
 are in. With Redis Cluster the topics are sharded channels (SSUBSCRIBE/SPUBLISH), one subscriber
 connection per shard that owns a topic's slot.
 

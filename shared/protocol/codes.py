@@ -1,4 +1,5 @@
-"""Close and `pusher:error` codes, protocol versions and liveness timings (docs/protocol.md).
+"""Close and `pusher:error` codes, protocol versions and liveness timings (docs/protocol.md, "Close
+codes").
 
 4000-4099 close without reconnecting, 4100-4199 reconnect after a back-off, 4200-4299 reconnect at
 once; pusher-js acts on these ranges, so the code a server picks decides what every client does.

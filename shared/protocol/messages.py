@@ -1,7 +1,8 @@
 """Server -> client frame payloads of Pusher protocol 7, as UTF-8 JSON bytes.
 
 Encoding (docs/protocol.md, "Encoding"): `data` is a JSON *string* on `pusher:` and `pusher_internal:`
-events (hosted Pusher's form); `pusher:error` and `pusher:subscription_error` carry an object.
+events (hosted Pusher's form); `pusher:error`, `pusher:subscription_error` and `pusher:signin_success`
+carry an object.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ def hmac_hex(secret: str, message: str | bytes) -> str:
 
 
 def channel_string_to_sign(socket_id: str, channel: str, channel_data: str | None) -> str:
-    # channel_data is signed whenever it is sent, private channels included (docs/protocol.md).
+    # channel_data is signed whenever it is sent, private channels included (docs/protocol.md, "Channel
+    # authorization").
     if channel_data is None:
         return f"{socket_id}:{channel}"
     return f"{socket_id}:{channel}:{channel_data}"

@@ -1,6 +1,7 @@
-"""In-memory stores: the reference semantics, for one process (embedded mode). See the interfaces in
-`shared.state.base` for each method's contract; a single process has no other node to reap or
-re-sync with, so its `NodeLease` is `LocalNode`."""
+"""In-memory stores for one process (embedded mode); they define the semantics the Redis stores match.
+
+See the interfaces in `shared.state.base` for each method's contract; a single process has no other
+node to reap or re-sync with, so its `NodeLease` is `LocalNode`."""
 
 from __future__ import annotations
 

@@ -424,7 +424,8 @@ class QueuedWebhooks:
 
 
 def webhook_headers(app: AppConfig, hook: WebhookConfig, body: bytes) -> dict[str, str]:
-    """Section 7.1 headers after the webhook's own (which can't replace them)."""
+    """The signed request's headers (docs/webhooks.md, "Requests") after the webhook's own (which can't
+    replace them)."""
     ours = {
         "Content-Type": "application/json",
         "X-Pusher-Key": app.key,
