@@ -15,7 +15,7 @@ from gateway.frames import text_frame
 from shared import metrics
 from shared.bus.base import Bus, Envelope
 from shared.protocol import codes, events, messages
-from shared.protocol.channels import WATCH_PREFIX
+from shared.protocol.channels import SERVER_TO_USER_PREFIX, WATCH_PREFIX
 
 log = logging.getLogger("herald.gateway")
 
@@ -102,7 +102,7 @@ class Hub:
         members = self._members.get((env.app_id, env.channel))
         if not members:
             return
-        if env.event == events.TERMINATE_CONNECTIONS:
+        if env.event == events.TERMINATE_CONNECTIONS and env.channel.startswith(SERVER_TO_USER_PREFIX):
             self.terminate(members)
             return
         if env.channel.startswith(WATCH_PREFIX):

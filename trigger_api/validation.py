@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from shared.apps.config import AppConfig
+from shared.protocol import events
 from shared.protocol.channels import channel_name_error, channel_type, is_encrypted
 from shared.protocol.socket_ids import is_socket_id
 from shared.protocol.users import signed_in_user_id_error
@@ -118,6 +119,8 @@ def parse_event(
         raise bad_request(
             f"{at}name is {len(name)} characters long; the limit is {app.max_event_name_length}"
         )
+    if name.startswith(events.RESERVED_PREFIXES):
+        raise bad_request(f"{at}event names starting with {' or '.join(events.RESERVED_PREFIXES)} are reserved")
 
     data = doc.get("data")
     if not isinstance(data, str):

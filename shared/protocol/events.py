@@ -13,6 +13,9 @@ UNSUBSCRIBE = "pusher:unsubscribe"
 SIGNIN = "pusher:signin"
 CLIENT_EVENT_PREFIX = "client-"
 
+# Names only the server may send: apps can't publish them (pusher-js acts on them, e.g. member events).
+RESERVED_PREFIXES = ("pusher:", "pusher_internal:")
+
 # Server -> client.
 CONNECTION_ESTABLISHED = "pusher:connection_established"
 ERROR = "pusher:error"

@@ -102,6 +102,10 @@ def test_trigger_info_user_count_only(api: Harness) -> None:
         ({"name": ""}, ["name is required"]),
         ({"name": 5}, ["name is required"]),
         ({"name": "e" * 201}, ["name is 201 characters long; the limit is 200"]),
+        # Only the server sends these; pusher-js acts on them (fake member events, terminate).
+        ({"name": "pusher_internal:member_added"}, ["reserved"]),
+        ({"name": "pusher_internal:terminate_connections"}, ["reserved"]),
+        ({"name": "pusher:subscription_succeeded"}, ["reserved"]),
         ({"data": None}, ["data is required and must be a string", "missing"]),
         ({"data": {"x": 1}}, ["data is required and must be a string", "an object"]),
         ({"channels": None}, ["channels is required"]),
