@@ -15,6 +15,7 @@ from gateway.connection import Connection
 from gateway.hub import Hub
 from shared import transitions
 from shared.backend import Backend
+from shared.bus.base import BusUnavailable
 from shared.protocol import codes, events, messages
 from shared.protocol.channels import server_to_user_channel, watch_topic
 from shared.protocol.signatures import auth_token_error, user_string_to_sign
@@ -53,15 +54,23 @@ class UserSessions:
         truncated = len(user.watchlist) > MAX_WATCHLIST
         if truncated:
             user = SignedInUser(user.id, user.info, user.watchlist[:MAX_WATCHLIST], user.user_data)
+        # The socket counts as signed in only once it receives the user's events and is counted online:
+        # a failure before that leaves it signed out, so a retry is a full sign-in.
+        hub = self.hub
+        topic = server_to_user_channel(user.id)
+        await hub.join(conn, topic, hold=False)
+        try:
+            came_online = await self.backend.users.signin(app.id, user.id, conn.socket_id)
+        except BaseException:
+            await hub.leave(conn, topic)
+            raise
         conn.user = user
         conn.authorized = True
-        hub = self.hub
-        await hub.join(conn, server_to_user_channel(user.id), hold=False)
         conn.send(messages.signin_success(user_data))
         if truncated:
             conn.error(f"Watchlist limit exceeded. Only the first {MAX_WATCHLIST} user IDs are accepted.",
                        codes.WATCHLIST_LIMIT)
-        if await self.backend.users.signin(app.id, user.id, conn.socket_id):
+        if came_online:
             await self.publish_status(app.id, user.id, online=True)
         if user.watchlist and app.enable_watchlist_events:
             for watched in user.watchlist:
@@ -73,7 +82,12 @@ class UserSessions:
         return None
 
     async def publish_status(self, app_id: str, user_id: str, online: bool) -> None:
-        await self.backend.bus.publish(transitions.user_status(app_id, user_id, online, self.backend.node_id))
+        """Tell the user's watchers; the sign-in or sign-out itself stands even when the bus is away."""
+        try:
+            await self.backend.bus.publish(transitions.user_status(app_id, user_id, online, self.backend.node_id))
+        except BusUnavailable:
+            log.warning("could not publish %s status of a user of app %s", "online" if online else "offline",
+                        app_id)
 
     async def close(self, conn: Connection) -> None:
         """The socket is gone: leave the user's internal topics and count it out."""
