@@ -242,11 +242,19 @@ class ProtocolHandler:
         await self.counts.changed(app, channel, count)
 
     async def replay_cache(self, conn: Connection, channel: str) -> None:
-        """Cache channels: the last event, or pusher:cache_miss, right after success."""
+        """Cache channels: the last event, or pusher:cache_miss, right after success (docs/protocol.md,
+        "Cache")."""
+        if conn.held.get(channel):
+            # Events arrived while the subscription was pending: they are the newest (each was cached
+            # before it was published), and they are about to be released, so replaying would repeat one.
+            return
         try:
             cached = await self.backend.cache.get(conn.app.id, channel)
         except Exception:
+            # Unknown is not "nothing cached", but a miss makes the client fetch fresh state, which is
+            # the safe side; no cache_miss webhook, since nothing is known to be missing.
             log.warning("cache read for %s failed", channel, exc_info=True)
+            conn.send(messages.cache_miss(channel))
             return
         if cached is not None:
             conn.send(messages.event(cached.event, cached.data, channel))

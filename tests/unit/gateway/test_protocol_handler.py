@@ -679,6 +679,21 @@ async def test_events_published_while_pending_arrive_after_confirmation(harness:
     assert client.sink.events() == ["e3"]
 
 
+async def test_a_cache_channel_event_published_while_pending_arrives_once(harness: Harness) -> None:
+    app = make_app()
+    gate = Gate()
+    harness.backend.occupancy = GatedOccupancy(harness.backend.occupancy, gate)
+    client = harness.connect(app)
+    task = asyncio.create_task(client.subscribe("cache-news"))
+    await gate.entered.wait()
+    # Published as the HTTP API does: cached first, then sent on the bus (held for the pending socket).
+    await harness.backend.cache.put(app.id, "cache-news", "update", '"1"', 60)
+    await harness.backend.bus.publish(Envelope(app.id, "cache-news", "update", '"1"'))
+    gate.open()
+    await task
+    assert client.sink.take() == [succeeded("cache-news"), {"event": "update", "channel": "cache-news", "data": '"1"'}]
+
+
 async def test_close_while_pending_undoes_the_subscription(harness: Harness) -> None:
     app = make_app()
     gate = Gate()
