@@ -122,7 +122,9 @@ async def test_gateway_and_trigger_api_containers_share_redis(
         redis.stop()
 
 
-async def test_docker_stop_drains_with_4200(herald_image: BuiltImage, node: NodeDriver) -> None:
+async def test_docker_stop_drains_with_4200(
+    herald_image: BuiltImage, node: NodeDriver, capsys: pytest.CaptureFixture[str]
+) -> None:
     port = free_port()
     with herald_container(herald_image.tag, "serve", "--host", "127.0.0.1",
                           env={**APP, "HERALD_PORT": str(port), "HERALD_DRAIN_SECONDS": "2"}) as c:
@@ -141,3 +143,6 @@ async def test_docker_stop_drains_with_4200(herald_image: BuiltImage, node: Node
         assert wrapped.attrs["State"]["ExitCode"] == 0, log
         assert stopped_s < GRACE_S, (stopped_s, log)
         assert "draining 4 connections over 2.0s" in log
+        with capsys.disabled():
+            print(f"\n  docker stop (grace {GRACE_S} s, HERALD_DRAIN_SECONDS=2): returned after {stopped_s:.1f} s, "
+                  f"exit code 0, {len(clients)} pusher-js clients got 4200")
