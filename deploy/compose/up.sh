@@ -27,6 +27,14 @@ HERALD_VERSION="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$root/herald/__init_
 export HERALD_VERSION
 "${compose[@]}" up -d --build
 lb="${HERALD_COMPOSE_LB_PORT:-16001}"
+# Ready when HAProxy sees a live gateway and a live trigger API (its /haproxy-ready answers 200).
+ready() {
+  # A subshell: a failed `exec` redirection ends only it.
+  ( exec 3<>"/dev/tcp/127.0.0.1/$lb" && printf 'GET /haproxy-ready HTTP/1.0\r\n\r\n' >&3 \
+    && read -r _ status _ <&3 && [ "$status" = "200" ] ) 2>/dev/null
+}
+for _ in $(seq 120); do ready && break; sleep 0.5; done
+ready || { echo "HAProxy on port $lb is not ready; see: ${compose[*]} logs" >&2; exit 1; }
 echo
 echo "  Herald cluster up: pusher-js -> ws://127.0.0.1:$lb/app/chat-key, HTTP API -> http://127.0.0.1:$lb/apps/1/..."
 echo "  app id 1, key chat-key, secret chat-secret; chat demo: http://127.0.0.1:${HERALD_COMPOSE_CHAT_PORT:-16080}"

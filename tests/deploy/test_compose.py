@@ -123,7 +123,8 @@ async def test_client_through_balancer_survives_a_killed_gateway(
     started = time.monotonic()
     lb = cluster.ports["lb"]
     assert _states(cluster) == sorted(["chat", "gateway1", "gateway2", "lb", "redis", "trigger-api"])
-    await asyncio.to_thread(_wait_http, f"http://127.0.0.1:{lb}/ready")
+    # HAProxy's own readiness: both backends have a server its checks found live.
+    await asyncio.to_thread(_wait_http, f"http://127.0.0.1:{lb}/haproxy-ready")
     sdk = pusher.Pusher(app_id=APP_ID, key=KEY, secret=SECRET, host="127.0.0.1", port=lb, ssl=False)
 
     client = await node.connect("lb", KEY, lb)
