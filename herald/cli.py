@@ -6,8 +6,10 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+from herald import __version__
 from herald.server import Node, Settings, run
 from shared.apps.config import (
     DEFAULT_APP_KEY,
@@ -29,45 +31,74 @@ ROLES = {
     "trigger-api": (False, True, "HTTP API service only"),
 }
 
+T = TypeVar("T")
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"HERALD_{name}", default)
+
+class EnvError(Exception):
+    """A HERALD_* variable holds a value its flag cannot take (reported in one line, exit 2)."""
+
+
+_KINDS: dict[Callable[[str], Any], str] = {int: "an integer", float: "a number"}
+
+
+def env_flag(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    env: str,
+    default: T,
+    help: str,
+    parse: Callable[[str], T] = str,  # type: ignore[assignment]
+    choices: Sequence[T] | None = None,
+) -> None:
+    """Add `flag` whose default comes from HERALD_<env> when set (and not empty), else `default`.
+
+    The environment value is parsed and checked here, so a bad one stops start-up with a message
+    naming the variable instead of a traceback; the help text names the variable and the default."""
+    name = f"HERALD_{env}"
+    value: T = default
+    raw = os.environ.get(name, "")
+    if raw:
+        try:
+            value = parse(raw)
+        except ValueError:
+            raise EnvError(f"{name}={raw!r} is not {_KINDS.get(parse, 'valid')} (used for {flag})") from None
+        if choices is not None and value not in choices:
+            raise EnvError(f"{name}={raw!r} must be one of {', '.join(map(str, choices))} (used for {flag})")
+    shown = "none" if default is None else f"{default:g}" if isinstance(default, float) else default
+    where = f"{name}={raw}, built-in default {shown}" if raw else f"{name}, default {shown}"
+    parser.add_argument(flag, type=parse, default=value, choices=choices, help=f"{help} [{where}]")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="herald", description="Pusher Channels protocol server")
+    parser = argparse.ArgumentParser(
+        prog="herald", description="Pusher Channels protocol server",
+        epilog="`herald COMMAND --help` lists every flag with its environment variable and default.",
+    )
+    parser.add_argument("--version", action="version", version=f"herald {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, _, help_text) in ROLES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--host", default=_env("HOST", "0.0.0.0"), help="listen address (HERALD_HOST)")
-        p.add_argument("--port", type=int, default=int(_env("PORT", "6001") or 6001),
-                       help="listen port (HERALD_PORT, default 6001)")
-        p.add_argument("--apps-file", default=_env("APPS_FILE"),
-                       help="YAML or JSON file {apps: [...]} (HERALD_APPS_FILE); "
-                            "without it one app comes from HERALD_APP_ID/KEY/SECRET")
-        p.add_argument("--redis-url", default=_env("REDIS_URL"),
-                       help="Redis URL for cluster mode (HERALD_REDIS_URL); without it state is in memory")
-        p.add_argument("--redis-prefix", default=_env("REDIS_PREFIX", "herald"),
-                       help="key and topic prefix, so several deployments can share one Redis (HERALD_REDIS_PREFIX)")
-        p.add_argument("--node-lease", type=float, default=float(_env("NODE_LEASE", "15") or 15),
-                       help="seconds without a heartbeat before a node counts as dead and is reaped "
-                            "(HERALD_NODE_LEASE)")
-        p.add_argument("--reaper-interval", type=float, default=float(_env("REAPER_INTERVAL", "5") or 5),
-                       help="seconds between reaper runs (HERALD_REAPER_INTERVAL)")
-        p.add_argument("--activity-timeout", type=int,
-                       default=int(_env("ACTIVITY_TIMEOUT", "120") or 120),
-                       help="seconds of client silence before a server ping (HERALD_ACTIVITY_TIMEOUT)")
-        p.add_argument("--pong-timeout", type=float, default=float(_env("PONG_TIMEOUT", "30") or 30),
-                       help="seconds to wait for a reply to that ping before close 4201 (HERALD_PONG_TIMEOUT)")
-        p.add_argument("--drain-seconds", type=float, default=float(_env("DRAIN_SECONDS", "3") or 3),
-                       help="on SIGTERM, spread 4200 closes over this many seconds (HERALD_DRAIN_SECONDS)")
-        p.add_argument("--webhook-workers", type=int,
-                       default=int(_env("WEBHOOK_WORKERS", str(DEFAULT_WORKERS)) or DEFAULT_WORKERS),
-                       help="concurrent webhook deliveries in this process; 0 turns delivery off here "
-                            "(with Redis, other processes still deliver what this one queues) "
-                            f"(HERALD_WEBHOOK_WORKERS, default {DEFAULT_WORKERS})")
-        p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
-                       choices=["critical", "error", "warning", "info", "debug"])
+        env_flag(p, "--host", "HOST", "0.0.0.0", "listen address")
+        env_flag(p, "--port", "PORT", 6001, "listen port", int)
+        env_flag(p, "--apps-file", "APPS_FILE", None, "YAML or JSON file {apps: [...]}; without it one app "
+                 "comes from HERALD_APP_ID/KEY/SECRET (defaults 1, app-key, app-secret)")
+        env_flag(p, "--redis-url", "REDIS_URL", None, "Redis URL for cluster mode; without it state is in memory")
+        env_flag(p, "--redis-prefix", "REDIS_PREFIX", "herald",
+                 "key and topic prefix, so several deployments can share one Redis")
+        env_flag(p, "--node-lease", "NODE_LEASE", 15.0,
+                 "seconds without a heartbeat before a node counts as dead and is reaped", float)
+        env_flag(p, "--reaper-interval", "REAPER_INTERVAL", 5.0, "seconds between reaper runs", float)
+        env_flag(p, "--activity-timeout", "ACTIVITY_TIMEOUT", 120,
+                 "seconds of client silence before a server ping", int)
+        env_flag(p, "--pong-timeout", "PONG_TIMEOUT", 30.0,
+                 "seconds to wait for a reply to that ping before close 4201", float)
+        env_flag(p, "--drain-seconds", "DRAIN_SECONDS", 3.0,
+                 "on SIGTERM, spread 4200 closes over this many seconds", float)
+        env_flag(p, "--webhook-workers", "WEBHOOK_WORKERS", DEFAULT_WORKERS,
+                 "concurrent webhook deliveries in this process; 0 turns delivery off here "
+                 "(with Redis, other processes still deliver what this one queues)", int)
+        env_flag(p, "--log-level", "LOG_LEVEL", "info", "log level",
+                 choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
 
@@ -97,7 +128,12 @@ def make_backend(args: argparse.Namespace, registry: AppRegistry) -> Backend:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except EnvError as exc:
+        print(f"herald: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         apps = load_apps(args.apps_file)

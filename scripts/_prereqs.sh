@@ -18,3 +18,17 @@ ensure_system_packages() {
     fi
   fi
 }
+
+# The tests also need: docker-compose (Debian's) for tests/deploy/test_compose.py when a Docker
+# engine is there (the local-docker script installs docker.io and starts it).
+ensure_test_packages() {
+  if command -v docker >/dev/null && ! command -v docker-compose >/dev/null; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+      echo "installing docker-compose" >&2
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+    else
+      echo "docker-compose is missing: tests/deploy/test_compose.py will be skipped" >&2
+    fi
+  fi
+}

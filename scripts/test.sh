@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 source scripts/_prereqs.sh
 ensure_system_packages
+ensure_test_packages
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -10,7 +10,7 @@ export default defineConfig({
   root: 'web',
   plugins: [react()],
   resolve: {
-    // @herald/react is linked from ../../react, whose own node_modules hold other copies of React
+    // herald-channels-react is linked from ../../react, whose own node_modules hold other copies of React
     // and pusher-js (its dev dependencies): one copy of each for the whole page.
     dedupe: ['react', 'react-dom', 'pusher-js'],
   },

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+import herald
 from shared.apps.config import load_apps_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +35,8 @@ TEMPLATES = CHART / "templates"
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
 
 REDIS_URL = "redis://:s3cret@redis-master.redis.svc:6379/0"
+NS_LABEL = "kubernetes.io/metadata.name"
+TLS_URL = "rediss://:s3cret@redis.example.internal:6380/0"
 APPS = [
     {"id": "1", "key": "key-1", "secret": "secret-1", "max_connections": -1,
      "max_presence_member_size_in_kb": 1.5, "enable_client_messages": True},
@@ -43,17 +46,22 @@ APPS = [
 MINIMAL = {"redis": {"url": REDIS_URL}, "apps": {"apps": APPS}}
 FULL: dict[str, Any] = {
     "image": {"repository": "registry.example.com/herald", "tag": "0.1.0-rc1", "pullPolicy": "Always"},
-    "redis": {"existingSecret": "herald-redis", "existingSecretKey": "url"},
     "apps": {"existingSecret": "herald-apps", "existingSecretKey": "apps.json"},
     "webhookWorkers": 0,
     "drainSeconds": 10,
     "podAnnotations": {"team": "realtime"},
+    "redis": {"existingSecret": "herald-redis", "existingSecretKey": "url",
+              "tls": {"enabled": True, "secretName": "redis-ca", "caKey": "ca.pem"}},
+    "metricsPort": 9100,
+    "networkPolicy": {"enabled": True, "appNamespaces": ["shop", "rt"],
+                      "metricsFrom": [{"namespaceSelector": {"matchLabels": {NS_LABEL: "monitoring"}}}],
+                      "gatewayFrom": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]},
     "gateway": {
         "webhookWorkers": 2,
         "extraEnv": [{"name": "HERALD_HOST", "value": "::"}],
         "preStopSleepSeconds": 5,
         "terminationGracePeriodSeconds": 40,
-        "autoscaling": {"enabled": True, "targetMemoryUtilizationPercentage": 80},
+        "autoscaling": {"enabled": True, "targetMemoryUtilizationPercentage": 80, "targetConnectionsPerPod": 5000},
         "podDisruptionBudget": {"minAvailable": "50%"},
         "service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
         "podAnnotations": {"gw": "yes"},
@@ -80,6 +88,8 @@ ALIASES: dict[str, list[tuple[str, ...]]] = {
     r"\$c": [("gateway",), ("triggerApi",)],
     r"\$i": [("ingress", "gateway"), ("ingress", "triggerApi")],
     r"(?<![\w$])\.values": [("gateway",), ("triggerApi",)],
+    r"\$r": [("redis", "internal")],
+    r"\$np": [("networkPolicy",)],
     r"\.Values": [()],
 }
 
@@ -114,10 +124,13 @@ def _lookup(path: tuple[str, ...]) -> bool:
 
 def test_chart_metadata() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert chart["apiVersion"] == "v2"
     assert chart["name"] == "herald"
-    assert chart["appVersion"] == project["version"] == "0.1.0"
+    # One version: herald/__init__.py; pyproject reads it, the chart's appVersion must equal it.
+    assert chart["appVersion"] == herald.__version__
+    assert "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "herald.__version__"}
     assert isinstance(VALUES, dict)
     json.loads((CHART / "values.schema.json").read_text())
 
@@ -136,29 +149,51 @@ def test_every_value_is_used() -> None:
     assert not unused, f"values.yaml defines values no template reads: {unused}"
 
 
-def test_readme_documents_every_value() -> None:
-    documented: set[tuple[str, ...]] = set()
-    for line in (CHART / "README.md").read_text().splitlines():
-        if not line.startswith("| `"):
-            continue
-        last: tuple[str, ...] = ()
-        for token in re.findall(r"`([^`]+)`", line.split("|")[1]):
-            # "`gateway.autoscaling.minReplicas`, `.maxReplicas`": a leading dot replaces the last part.
-            path = (*last[:-1], *token[1:].split(".")) if token.startswith(".") else tuple(token.split("."))
-            documented.add(path)
-            last = path
-    wildcards = {d[:-1] for d in documented if d[-1] == "*"}
-    documented -= {d for d in documented if d[-1] == "*"}
-    assert wildcards == {("triggerApi",)}
+def _values_doc() -> Any:
+    spec = importlib.util.spec_from_file_location("values_doc", ROOT / "deploy" / "helm" / "values_doc.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up there
+    spec.loader.exec_module(sys.modules[spec.name])
+    return sys.modules[spec.name]
+
+
+def test_readme_values_table_is_generated_and_complete() -> None:
+    doc = _values_doc()
+    readme = (CHART / "README.md").read_text()
+    assert doc.render_readme(readme, doc.parse((CHART / "values.yaml").read_text())) == readme, (
+        "deploy/helm/herald/README.md's values table is out of date: python deploy/helm/values_doc.py --write")
+    documented = {tuple(row.key.split(".")) for row in doc.parse((CHART / "values.yaml").read_text())}
     stale = sorted(".".join(d) for d in documented if not _lookup(d))
     assert not stale, f"README documents values that don't exist: {stale}"
+    missing = [".".join(leaf) for leaf in _leaves(VALUES) if not any(leaf[: len(d)] == d for d in documented)]
+    assert not missing, f"values.yaml keys without a `# --` comment (not in the README's table): {missing}"
 
-    def covered(leaf: tuple[str, ...]) -> bool:
-        alias = ("gateway", *leaf[1:]) if leaf[:1] == ("triggerApi",) else leaf
-        return any(leaf[: len(d)] == d or alias[: len(d)] == d for d in documented)
 
-    missing = [".".join(leaf) for leaf in _leaves(VALUES) if not covered(leaf)]
-    assert not missing, f"README's values table misses: {missing}"
+def test_values_doc_parser() -> None:
+    doc = _values_doc()
+    rows = doc.parse(
+        "# header\n\n"
+        "a:\n"
+        "  # plain comment\n"
+        "  # -- The b.\n"
+        "  #   continued\n"
+        "  b: 1\n"
+        "  # -- A list.\n"
+        "  c:\n"
+        "    - name: x\n"
+        "      # -- not documented: inside a list\n"
+        "      value: y\n"
+        "# -- Long default.\n"
+        "# @default -- short text\n"
+        "d: {k: v}\n"
+        "e: 2\n"
+    )
+    assert [(r.key, r.default, r.description) for r in rows] == [
+        ("a.b", "`1`", "The b. continued"),
+        ("a.c", '`[{"name": "x", "value": "y"}]`', "A list."),
+        ("d", "short text", "Long default."),
+    ]
 
 
 def test_dockerfile_matches_project_and_chart() -> None:
@@ -168,8 +203,10 @@ def test_dockerfile_matches_project_and_chart() -> None:
     packages = [pattern.rstrip("*") for pattern in found["include"]]
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
     assert 'ENTRYPOINT ["herald"]' in dockerfile
-    for pkg in packages:  # a package missing from the build context would install without it
-        assert re.search(rf"^COPY {pkg} ", dockerfile, re.M), pkg
+    # The build context is the whitelist in .dockerignore: a package missing from it would be
+    # installed without that package.
+    assert len(packages) >= 4
+    for pkg in packages:
         assert f"!{pkg}/" in ignore, pkg
     user = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M)
     psc = VALUES["podSecurityContext"]
@@ -224,10 +261,141 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
-def test_lint(helm: str, tmp_path: Path) -> None:
-    for values in (MINIMAL, FULL):
-        out = _run(helm, "lint", "--strict", str(CHART), values=values, tmp_path=tmp_path)
-        assert out.returncode == 0, out.stdout + out.stderr
+# The four renders the chart is checked with: no values at all, an external Redis, a TLS Redis with a
+# CA and a client certificate, and everything enabled.
+TLS: dict[str, Any] = {"redis": {"url": TLS_URL, "tls": {"enabled": True, "secretName": "redis-tls",
+                                                         "certKey": "tls.crt", "keyKey": "tls.key"}},
+                       "apps": {"apps": APPS}}
+RENDERS: dict[str, dict[str, Any]] = {"no-values": {}, "external-redis": MINIMAL, "tls-redis": TLS, "everything": FULL}
+KUBERNETES_VERSIONS = ["1.29.0", "1.30.0", "1.31.0"]
+
+
+@pytest.mark.parametrize("name", list(RENDERS))
+def test_lint(helm: str, tmp_path: Path, name: str) -> None:
+    out = _run(helm, "lint", "--strict", str(CHART), values=RENDERS[name], tmp_path=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("name", list(RENDERS))
+def test_manifests_validate_against_kubernetes_schemas(helm: str, tmp_path: Path, name: str) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+    objs = render(helm, tmp_path, RENDERS[name])
+    core = {k: o for k, o in objs.items() if "coreos.com" not in o["apiVersion"]}  # not CRDs (ServiceMonitor)
+    assert len(core) >= 8
+    for version in KUBERNETES_VERSIONS:
+        for (kind, obj_name), obj in core.items():
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                raise AssertionError(f"{kind}/{obj_name} is invalid for Kubernetes {version}: {exc}") from None
+
+
+def install_notes(helm: str, tmp_path: Path, values: dict[str, Any]) -> tuple[str, dict[tuple[str, str], Any]]:
+    """`helm install --dry-run=client`: the notes a user sees, and the objects of the same render."""
+    out = _run(helm, "install", "rel", str(CHART), "--namespace", "rt", "--dry-run=client", values=values,
+               tmp_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    manifest, _, notes = out.stdout.partition("\nNOTES:\n")
+    docs = [d for d in yaml.safe_load_all(manifest.split("\nMANIFEST:\n", 1)[1]) if d]
+    return notes, {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def _secret(objs: dict[tuple[str, str], Any], name: str = "rel-herald") -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in objs["Secret", name]["data"].items()}
+
+
+def test_no_values_installs_in_chart_redis_and_generated_app(helm: str, tmp_path: Path) -> None:
+    notes, objs = install_notes(helm, tmp_path, {})
+    assert ("Deployment", "rel-herald-redis") in objs and ("Service", "rel-herald-redis") in objs
+    secret = _secret(objs)
+    password = secret["redis-password"]
+    assert len(password) == 32
+    assert secret["redis-url"] == f"redis://:{password}@rel-herald-redis:6379/0"
+
+    # Redis requires that password, from the same Secret, and runs locked down.
+    redis = objs["Deployment", "rel-herald-redis"]["spec"]["template"]["spec"]
+    (rc,) = redis["containers"]
+    assert rc["args"][rc["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert rc["env"] == [{"name": "REDIS_PASSWORD",
+                          "valueFrom": {"secretKeyRef": {"name": "rel-herald", "key": "redis-password"}}}]
+    assert rc["securityContext"]["readOnlyRootFilesystem"] and redis["securityContext"]["runAsNonRoot"]
+    svc = objs["Service", "rel-herald-redis"]["spec"]
+    assert svc["selector"] == objs["Deployment", "rel-herald-redis"]["spec"]["selector"]["matchLabels"]
+    for component in COMPONENTS:
+        container = objs["Deployment", f"rel-herald-{component}"]["spec"]["template"]["spec"]["containers"][0]
+        assert env_of(container)["HERALD_REDIS_URL"] == {"secretKeyRef": {"name": "rel-herald", "key": "redis-url"}}
+
+    # One generated app, loadable by Herald's own parser, and printed in the notes with a warning.
+    apps_file = tmp_path / "apps.yaml"
+    apps_file.write_text(secret["apps.yaml"])
+    (app,) = load_apps_file(apps_file)
+    assert (app.id, app.key, app.secret) == ("1", secret["default-app-key"], secret["default-app-secret"])
+    assert len(app.key) == 20 and len(app.secret) == 32
+    assert "WARNING: no Redis was configured" in notes and "redis.internal.enabled=false" in notes
+    assert f"key:    {app.key}" in notes and f"secret: {app.secret}" in notes
+    assert f'new Pusher("{app.key}"' in notes
+    assert f'pusher.Pusher(app_id="1", key="{app.key}", secret="{app.secret}", host="127.0.0.1", port=6002' in notes
+
+    # Every render generates new credentials (an upgrade reads them back from the release's Secret).
+    _, again = install_notes(helm, tmp_path, {})
+    assert _secret(again)["default-app-key"] != app.key
+
+
+def test_given_redis_and_apps_render_no_in_chart_redis_and_no_warning(helm: str, tmp_path: Path) -> None:
+    notes, objs = install_notes(helm, tmp_path, MINIMAL)
+    assert not [k for k in objs if k[1].endswith("-redis")]
+    assert set(_secret(objs)) == {"redis-url", "apps.yaml"}
+    assert "WARNING" not in notes and "generated" not in notes
+    assert 'new Pusher("APP_KEY"' in notes
+
+
+def test_tls_redis(helm: str, tmp_path: Path) -> None:
+    objs = render(helm, tmp_path, TLS)
+    assert _secret(objs)["redis-url"] == TLS_URL
+    assert ("Deployment", "rel-herald-redis") not in objs
+    for component in COMPONENTS:
+        spec = objs["Deployment", f"rel-herald-{component}"]["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        env = env_of(container)
+        assert {k: v for k, v in env.items() if k.startswith("HERALD_REDIS_TLS_")} == {
+            "HERALD_REDIS_TLS_CA_FILE": "/etc/herald/redis-tls/ca.crt",
+            "HERALD_REDIS_TLS_CERT_FILE": "/etc/herald/redis-tls/tls.crt",
+            "HERALD_REDIS_TLS_KEY_FILE": "/etc/herald/redis-tls/tls.key",
+        }
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["redis-tls"] == {"name": "redis-tls", "mountPath": "/etc/herald/redis-tls", "readOnly": True}
+        (vol,) = [v for v in spec["volumes"] if v["name"] == "redis-tls"]
+        assert vol["secret"]["secretName"] == "redis-tls"
+        assert [i["key"] for i in vol["secret"]["items"]] == ["ca.crt", "tls.crt", "tls.key"]
+
+
+def test_network_policies_with_in_chart_redis(helm: str, tmp_path: Path) -> None:
+    objs = render(helm, tmp_path, {"networkPolicy": {"enabled": True}})
+    policies = {name: o["spec"] for (kind, name), o in objs.items() if kind == "NetworkPolicy"}
+    assert sorted(policies) == ["rel-herald-gateway", "rel-herald-redis", "rel-herald-trigger-api"]
+    redis_labels = objs["Deployment", "rel-herald-redis"]["spec"]["selector"]["matchLabels"]
+    for component in COMPONENTS:
+        spec = policies[f"rel-herald-{component}"]
+        pod_labels = objs["Deployment", f"rel-herald-{component}"]["spec"]["template"]["metadata"]["labels"]
+        assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        (rule,) = spec["ingress"]
+        assert rule["from"][0] == {"namespaceSelector": {"matchLabels": {NS_LABEL: "ingress-nginx"}}}
+        assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+        # Egress: DNS, the in-chart Redis' pods on 6379, and webhooks (443/80).
+        dns, redis, webhooks = spec["egress"]
+        assert {p["port"] for p in dns["ports"]} == {53}
+        assert redis == {"to": [{"podSelector": {"matchLabels": redis_labels}}],
+                         "ports": [{"port": 6379, "protocol": "TCP"}]}
+        assert {p["port"] for p in webhooks["ports"]} == {443, 80}
+    api_from = policies["rel-herald-trigger-api"]["ingress"][0]["from"][1]
+    assert api_from["namespaceSelector"]["matchExpressions"][0]["values"] == ["rt"]  # the release's namespace
+    redis_policy = policies["rel-herald-redis"]
+    assert redis_policy["egress"] == []
+    (peer,) = redis_policy["ingress"][0]["from"]
+    assert peer["podSelector"]["matchExpressions"][0]["values"] == ["gateway", "trigger-api"]
+    gw_labels = objs["Deployment", "rel-herald-gateway"]["spec"]["template"]["metadata"]["labels"]
+    assert peer["podSelector"]["matchLabels"].items() <= gw_labels.items()
 
 
 def test_minimal_release(helm: str, tmp_path: Path) -> None:
@@ -323,7 +491,7 @@ def test_full_release(helm: str, tmp_path: Path) -> None:
     kinds = sorted(k for k, _ in objs)
     assert kinds == sorted(["ServiceAccount", "Deployment", "Deployment", "Service", "Service",
                             "PodDisruptionBudget", "HorizontalPodAutoscaler", "Ingress", "Ingress",
-                            "ServiceMonitor"])  # no Secret: both come from existing ones
+                            "ServiceMonitor", "NetworkPolicy", "NetworkPolicy"])  # no Secret: both are existing ones
 
     gw_dep = objs["Deployment", "rel-herald-gateway"]
     assert "replicas" not in gw_dep["spec"]  # the HPA owns it
@@ -352,7 +520,9 @@ def test_full_release(helm: str, tmp_path: Path) -> None:
 
     hpa = objs["HorizontalPodAutoscaler", "rel-herald-gateway"]["spec"]
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "rel-herald-gateway"}
-    assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu", "memory"]
+    assert [m.get("resource", {}).get("name") for m in hpa["metrics"]] == ["cpu", "memory", None]
+    assert hpa["metrics"][2] == {"type": "Pods", "pods": {"metric": {"name": "herald_connections"},
+                                                          "target": {"type": "AverageValue", "averageValue": "5000"}}}
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
 
     for component, path in (("gateway", "/app"), ("trigger-api", "/apps")):
@@ -371,7 +541,17 @@ def test_full_release(helm: str, tmp_path: Path) -> None:
     sm = objs["ServiceMonitor", "rel-herald"]
     assert sm["metadata"]["labels"]["release"] == "kps"
     assert sm["spec"]["namespaceSelector"] == {"matchNames": ["rt"]}
-    assert sm["spec"]["endpoints"][0]["port"] == "http" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in gw["ports"]
+    assert env["HERALD_METRICS_PORT"] == "9100"
+    assert env["HERALD_REDIS_TLS_CA_FILE"] == "/etc/herald/redis-tls/ca.pem"
+    assert "HERALD_REDIS_TLS_CERT_FILE" not in env
+    gw_np = objs["NetworkPolicy", "rel-herald-gateway"]["spec"]
+    assert gw_np["ingress"][0]["from"][1] == {"ipBlock": {"cidr": "0.0.0.0/0"}}
+    assert gw_np["ingress"][1]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    api_np = objs["NetworkPolicy", "rel-herald-trigger-api"]["spec"]
+    assert api_np["ingress"][0]["from"][1]["namespaceSelector"]["matchExpressions"][0]["values"] == ["shop", "rt"]
+    assert [r["ports"][0]["port"] for r in gw_np["egress"]] == [53, 6379, 443]  # DNS, external Redis, webhooks
     (expr,) = sm["spec"]["selector"]["matchExpressions"]
     for component in COMPONENTS:  # it selects both Services
         labels = objs["Service", f"rel-herald-{component}"]["metadata"]["labels"]
@@ -382,8 +562,17 @@ def test_full_release(helm: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"apps": {"apps": APPS}}, "redis.url or redis.existingSecret is required"),
-        ({"redis": {"url": REDIS_URL}}, "apps.apps (a list of apps with id, key and secret) or apps.existingSecret"),
+        ({"apps": {"apps": APPS}, "redis": {"internal": {"enabled": False}}},
+         "redis.url or redis.existingSecret is required when redis.internal.enabled is false"),
+        ({**MINIMAL, "redis": {"url": TLS_URL, "tls": {"enabled": True}}}, "redis.tls.secretName is required"),
+        ({**MINIMAL, "redis": {"url": TLS_URL, "tls": {"enabled": True, "secretName": "t", "certKey": "tls.crt"}}},
+         "redis.tls.certKey and redis.tls.keyKey go together"),
+        ({**MINIMAL, "redis": {"url": REDIS_URL, "tls": {"enabled": True, "secretName": "t"}}},
+         "redis.tls.enabled needs a rediss:// redis.url"),
+        ({"redis": {"tls": {"enabled": True, "secretName": "t"}}}, "the in-chart Redis has no TLS"),
+        ({**MINIMAL, "gateway": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}}},
+         "gateway.autoscaling needs targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or "
+         "targetConnectionsPerPod"),
         ({"redis": {"url": REDIS_URL}, "apps": {"existingSecret": "a"}, "drainSeconds": 20},
          "gateway.terminationGracePeriodSeconds (30) must be at least 47"),
         ({**MINIMAL, "triggerApi": {"preStopSleepSeconds": 25}},
@@ -392,7 +581,8 @@ def test_full_release(helm: str, tmp_path: Path) -> None:
         ({**MINIMAL, "gateway": {"replica": 3}}, "replica"),
         ({**MINIMAL, "nodeLease": 0}, "nodeLease"),
     ],
-    ids=["no-redis", "no-apps", "grace-vs-drain", "grace-vs-prestop", "redis-scheme", "typo", "zero-lease"],
+    ids=["no-redis", "tls-no-secret", "tls-cert-without-key", "tls-plain-url", "tls-internal", "hpa-no-target",
+         "grace-vs-drain", "grace-vs-prestop", "redis-scheme", "typo", "zero-lease"],
 )
 def test_refuses(helm: str, tmp_path: Path, values: dict[str, Any], message: str) -> None:
     assert message in refused(helm, tmp_path, values)

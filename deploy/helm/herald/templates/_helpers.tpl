@@ -70,7 +70,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-The Secret the chart renders (apps file and/or Redis URL), when either is given inline.
+The Secret the chart renders (apps file, Redis URL, generated credentials), unless both the Redis URL
+and the apps file come from existing Secrets.
 */}}
 {{- define "herald.secretName" -}}
 {{- include "herald.fullname" . }}
@@ -78,6 +79,58 @@ The Secret the chart renders (apps file and/or Redis URL), when either is given 
 
 {{- define "herald.chartSecretNeeded" -}}
 {{- if or (not .Values.redis.existingSecret) (not .Values.apps.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when the release runs its own Redis: no URL, no existing Secret, and the switch on.
+*/}}
+{{- define "herald.redisInternal" -}}
+{{- if and (not .Values.redis.url) (not .Values.redis.existingSecret) .Values.redis.internal.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when the release serves the generated default app (no apps given).
+*/}}
+{{- define "herald.appsGenerated" -}}
+{{- if and (not .Values.apps.existingSecret) (not .Values.apps.apps) }}true{{ end }}
+{{- end }}
+
+{{/*
+Generated credentials as JSON: the default app's key and secret, the in-chart Redis' password. Made
+once per render (cached in .Values, which every template of the chart shares, so the Secret, the
+checksum and NOTES.txt agree) and taken from the release's existing Secret on upgrades.
+*/}}
+{{- define "herald.generated" -}}
+{{- if not (index .Values "herald-generated") }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "herald.secretName" .) | default dict }}
+{{- $old := get $existing "data" | default dict }}
+{{- $gen := dict }}
+{{- range $field, $length := dict "default-app-key" 20 "default-app-secret" 32 "redis-password" 32 }}
+{{- if hasKey $old $field }}
+{{- $_ := set $gen $field (get $old $field | b64dec) }}
+{{- else }}
+{{- $_ := set $gen $field (randAlphaNum $length | lower) }}
+{{- end }}
+{{- end }}
+{{- $_ := set .Values "herald-generated" $gen }}
+{{- end }}
+{{- index .Values "herald-generated" | toJson }}
+{{- end }}
+
+{{- define "herald.redisInternalName" -}}
+{{- include "herald.componentName" (dict "ctx" . "component" "redis") }}
+{{- end }}
+
+{{/*
+The Redis URL stored in the chart's Secret: the user's, or the in-chart Redis'.
+*/}}
+{{- define "herald.redisUrl" -}}
+{{- if .Values.redis.url }}
+{{- .Values.redis.url }}
+{{- else }}
+{{- $gen := include "herald.generated" . | fromJson }}
+{{- printf "redis://:%s@%s:6379/0" (get $gen "redis-password") (include "herald.redisInternalName" .) }}
+{{- end }}
 {{- end }}
 
 {{- define "herald.redisSecretName" -}}
@@ -97,10 +150,22 @@ The Secret the chart renders (apps file and/or Redis URL), when either is given 
 {{- end }}
 
 {{/*
-The apps file rendered from .Values.apps.apps.
+The apps file rendered from .Values.apps.apps, or the generated default app.
 */}}
 {{- define "herald.appsFile" -}}
-{{ toYaml (dict "apps" .Values.apps.apps) }}
+{{- if include "herald.appsGenerated" . }}
+{{- $gen := include "herald.generated" . | fromJson }}
+{{- toYaml (dict "apps" (list (dict "id" "1" "key" (get $gen "default-app-key") "secret" (get $gen "default-app-secret")))) }}
+{{- else }}
+{{- toYaml (dict "apps" .Values.apps.apps) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where a Redis TLS Secret (redis.tls) is mounted.
+*/}}
+{{- define "herald.redisTlsDir" -}}
+/etc/herald/redis-tls
 {{- end }}
 
 {{/*
@@ -115,13 +180,26 @@ a superset of JSON, for any name not ending in .json).
 Refuse to render a release Herald could not run safely with. Included by every workload.
 */}}
 {{- define "herald.validate" -}}
-{{- if and (not .Values.redis.url) (not .Values.redis.existingSecret) }}
-{{- fail "redis.url or redis.existingSecret is required: gateways and the trigger API share state and messages only through Redis" }}
+{{- if and (not .Values.redis.url) (not .Values.redis.existingSecret) (not .Values.redis.internal.enabled) }}
+{{- fail "redis.url or redis.existingSecret is required when redis.internal.enabled is false: gateways and the trigger API share state and messages only through Redis" }}
+{{- end }}
+{{- with .Values.redis.tls }}
+{{- if .enabled }}
+{{- if not .secretName }}
+{{- fail "redis.tls.secretName is required when redis.tls.enabled is true" }}
+{{- end }}
+{{- if ne (empty .certKey) (empty .keyKey) }}
+{{- fail "redis.tls.certKey and redis.tls.keyKey go together (a client certificate and its key)" }}
+{{- end }}
+{{- if include "herald.redisInternal" $ }}
+{{- fail "redis.tls is for an external rediss:// Redis (redis.url or redis.existingSecret); the in-chart Redis has no TLS" }}
+{{- end }}
+{{- if and $.Values.redis.url (not $.Values.redis.existingSecret) (not (hasPrefix "rediss://" $.Values.redis.url)) }}
+{{- fail "redis.tls.enabled needs a rediss:// redis.url" }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if not .Values.apps.existingSecret }}
-{{- if not .Values.apps.apps }}
-{{- fail "apps.apps (a list of apps with id, key and secret) or apps.existingSecret is required: without it Herald serves the public development app" }}
-{{- end }}
 {{- range $i, $app := .Values.apps.apps }}
 {{- if not (kindIs "map" $app) }}
 {{- fail (printf "apps.apps[%d] must be a mapping with id, key and secret" $i) }}
@@ -192,6 +270,25 @@ Environment shared by both workloads. Called with (dict "ctx" $ "values" <compon
   value: {{ $.Values.pongTimeout | quote }}
 - name: HERALD_LOG_LEVEL
   value: {{ $.Values.logLevel | quote }}
+{{- if not (kindIs "invalid" $.Values.metricsPort) }}
+- name: HERALD_METRICS_PORT
+  value: {{ $.Values.metricsPort | quote }}
+{{- end }}
+{{- if $.Values.redis.tls.enabled }}
+{{- $dir := include "herald.redisTlsDir" $ }}
+{{- with $.Values.redis.tls.caKey }}
+- name: HERALD_REDIS_TLS_CA_FILE
+  value: {{ printf "%s/%s" $dir . | quote }}
+{{- end }}
+{{- with $.Values.redis.tls.certKey }}
+- name: HERALD_REDIS_TLS_CERT_FILE
+  value: {{ printf "%s/%s" $dir . | quote }}
+{{- end }}
+{{- with $.Values.redis.tls.keyKey }}
+- name: HERALD_REDIS_TLS_KEY_FILE
+  value: {{ printf "%s/%s" $dir . | quote }}
+{{- end }}
+{{- end }}
 {{- $workers := .values.webhookWorkers }}
 {{- if kindIs "invalid" $workers }}{{ $workers = $.Values.webhookWorkers }}{{ end }}
 {{- if not (kindIs "invalid" $workers) }}

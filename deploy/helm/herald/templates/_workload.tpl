@@ -93,6 +93,11 @@ spec:
             - name: http
               containerPort: {{ $.Values.containerPort }}
               protocol: TCP
+            {{- if not (kindIs "invalid" $.Values.metricsPort) }}
+            - name: metrics
+              containerPort: {{ $.Values.metricsPort }}
+              protocol: TCP
+            {{- end }}
           env:
             {{- include "herald.env" (dict "ctx" $ "values" $c) | nindent 12 }}
           {{- with $c.extraEnvFrom }}
@@ -132,6 +137,11 @@ spec:
             # The root filesystem is read-only; Python's tempfile gets a small scratch directory.
             - name: tmp
               mountPath: /tmp
+            {{- if $.Values.redis.tls.enabled }}
+            - name: redis-tls
+              mountPath: {{ include "herald.redisTlsDir" $ }}
+              readOnly: true
+            {{- end }}
             {{- with $c.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -146,6 +156,19 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
+        {{- if $.Values.redis.tls.enabled }}
+        - name: redis-tls
+          secret:
+            secretName: {{ $.Values.redis.tls.secretName }}
+            defaultMode: 0440
+            items:
+              {{- range $key := list $.Values.redis.tls.caKey $.Values.redis.tls.certKey $.Values.redis.tls.keyKey }}
+              {{- if $key }}
+              - key: {{ $key }}
+                path: {{ $key }}
+              {{- end }}
+              {{- end }}
+        {{- end }}
         {{- with $c.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -185,4 +208,10 @@ spec:
       {{- if and (has $c.service.type (list "NodePort" "LoadBalancer")) $c.service.nodePort }}
       nodePort: {{ $c.service.nodePort }}
       {{- end }}
+    {{- if not (kindIs "invalid" $.Values.metricsPort) }}
+    - name: metrics
+      port: {{ $.Values.metricsPort }}
+      targetPort: metrics
+      protocol: TCP
+    {{- end }}
 {{- end }}

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useMemo, useState } from 'react';
-import { HeraldProvider, useConnectionState, useUser, useUserEvent, type ConnectionState } from '@herald/react';
+import { HeraldProvider, useConnectionState, useUser, useUserEvent, type ConnectionState } from 'herald-channels-react';
 import type { Options } from 'pusher-js';
 import { api, type Config, type Directory, type User } from './api';
 import { Room } from './Room';

@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState, type FormEvent } from 'react';
-import { useConnectionState, useEvent, usePresenceChannel } from '@herald/react';
+import { useConnectionState, useEvent, usePresenceChannel } from 'herald-channels-react';
 import type { Message, Room as RoomInfo, User } from './api';
 import { useRoomMessages, type Entry } from './messages';
 import { useTyping } from './typing';

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useReducer, useRef } from 'react';
-import { useChannel, useChannelStatus, useEvent, usePusher } from '@herald/react';
+import { useChannel, useChannelStatus, useEvent, usePusher } from 'herald-channels-react';
 import { api, newClientId, type Message } from './api';
 
 /** Same as HISTORY_LIMIT in server/app.py: a full page means there may be more. */

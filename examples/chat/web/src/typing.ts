@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
 import type { PresenceChannel } from 'pusher-js';
-import { useClientTrigger, useEvent } from '@herald/react';
+import { useClientTrigger, useEvent } from 'herald-channels-react';
 
 /** Send at most one "typing" client event per this many ms while the user keeps typing. */
 const SEND_EVERY_MS = 1500;
