@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from herald import __version__
-from herald.server import Node, Settings, run
+from herald.server import DEFAULT_DRAIN_S, DEFAULT_HOST, DEFAULT_PORT, Node, Settings, run
 from shared.apps.config import (
     DEFAULT_APP_KEY,
     DEFAULT_APP_SECRET,
@@ -21,6 +21,9 @@ from shared.apps.config import (
 )
 from shared.apps.registry import AppRegistry
 from shared.backend import Backend, memory_backend
+from shared.protocol.codes import ACTIVITY_TIMEOUT_S, PONG_TIMEOUT_S
+from shared.redis.backend import DEFAULT_PREFIX, redis_backend
+from shared.state.redis_node import NODE_LEASE_S, REAPER_INTERVAL_S
 from shared.webhooks.queue import DEFAULT_WORKERS
 
 log = logging.getLogger("herald")
@@ -78,21 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, _, help_text) in ROLES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        env_flag(p, "--host", "HOST", "0.0.0.0", "listen address")
-        env_flag(p, "--port", "PORT", 6001, "listen port", int)
+        env_flag(p, "--host", "HOST", DEFAULT_HOST, "listen address")
+        env_flag(p, "--port", "PORT", DEFAULT_PORT, "listen port", int)
         env_flag(p, "--apps-file", "APPS_FILE", None, "YAML or JSON file {apps: [...]}; without it one app "
                  "comes from HERALD_APP_ID/KEY/SECRET (defaults 1, app-key, app-secret)")
         env_flag(p, "--redis-url", "REDIS_URL", None, "Redis URL for cluster mode; without it state is in memory")
-        env_flag(p, "--redis-prefix", "REDIS_PREFIX", "herald",
+        env_flag(p, "--redis-prefix", "REDIS_PREFIX", DEFAULT_PREFIX,
                  "key and topic prefix, so several deployments can share one Redis")
-        env_flag(p, "--node-lease", "NODE_LEASE", 15.0,
+        env_flag(p, "--node-lease", "NODE_LEASE", NODE_LEASE_S,
                  "seconds without a heartbeat before a node counts as dead and is reaped", float)
-        env_flag(p, "--reaper-interval", "REAPER_INTERVAL", 5.0, "seconds between reaper runs", float)
-        env_flag(p, "--activity-timeout", "ACTIVITY_TIMEOUT", 120,
+        env_flag(p, "--reaper-interval", "REAPER_INTERVAL", REAPER_INTERVAL_S, "seconds between reaper runs", float)
+        env_flag(p, "--activity-timeout", "ACTIVITY_TIMEOUT", ACTIVITY_TIMEOUT_S,
                  "seconds of client silence before a server ping", int)
-        env_flag(p, "--pong-timeout", "PONG_TIMEOUT", 30.0,
+        env_flag(p, "--pong-timeout", "PONG_TIMEOUT", float(PONG_TIMEOUT_S),
                  "seconds to wait for a reply to that ping before close 4201", float)
-        env_flag(p, "--drain-seconds", "DRAIN_SECONDS", 3.0,
+        env_flag(p, "--drain-seconds", "DRAIN_SECONDS", DEFAULT_DRAIN_S,
                  "on SIGTERM, spread 4200 closes over this many seconds", float)
         env_flag(p, "--webhook-workers", "WEBHOOK_WORKERS", DEFAULT_WORKERS,
                  "concurrent webhook deliveries in this process; 0 turns delivery off here "
@@ -120,8 +123,6 @@ def load_apps(apps_file: str | None) -> list[AppConfig]:
 def make_backend(args: argparse.Namespace, registry: AppRegistry) -> Backend:
     if not args.redis_url:
         return memory_backend(registry, webhook_workers=args.webhook_workers)
-    from shared.redis.backend import redis_backend
-
     return redis_backend(args.redis_url, prefix=args.redis_prefix, lease_s=args.node_lease,
                          reaper_interval_s=args.reaper_interval, apps=registry,
                          webhook_workers=args.webhook_workers)

@@ -34,14 +34,19 @@ SWEEP_INTERVAL_S = 1.0
 WS_MAX_MESSAGE_BYTES = 256 * 1024
 
 
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 6001
+# Time over which sockets are closed with 4200 on shutdown, so clients don't reconnect at once.
+DEFAULT_DRAIN_S = 3.0
+
+
 @dataclass
 class Settings:
-    host: str = "0.0.0.0"
-    port: int = 6001
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     activity_timeout_s: int = codes.ACTIVITY_TIMEOUT_S
     pong_timeout_s: float = codes.PONG_TIMEOUT_S
-    # Time over which sockets are closed with 4200 on shutdown, so clients don't reconnect at once.
-    drain_s: float = 3.0
+    drain_s: float = DEFAULT_DRAIN_S
     log_level: str = "info"
 
 
