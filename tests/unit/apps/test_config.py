@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,13 @@ from shared.apps.config import (
     AppConfig,
     ConfigError,
     WebhookConfig,
+    app_from_mapping,
     default_app_from_env,
     load_apps_file,
 )
+from shared.apps.origins import OriginPolicy
 from shared.apps.registry import AppRegistry
+from tests.soketi_apps import SQL_COLUMNS, camel_app, pascal_app
 
 FULL_YAML = """\
 # Two apps; the second uses every kind of field.
@@ -138,12 +143,12 @@ def test_file_values_not_given_take_the_defaults(tmp_path: Path) -> None:
     assert app == AppConfig(id="my-app", key="my-key", secret="my-secret")
 
 
-def test_registry_finds_apps_by_id_and_key(tmp_path: Path) -> None:
+async def test_registry_finds_apps_by_id_and_key(tmp_path: Path) -> None:
     registry = AppRegistry(load_apps_file(write(tmp_path, "apps.yaml", FULL_YAML)))
     assert len(registry) == 2
-    chat = registry.by_id("chat")
-    assert chat is not None and registry.by_key("chat-key") is chat
-    assert registry.by_key("chat") is None and registry.by_id("chat-key") is None
+    chat = await registry.by_id("chat")
+    assert chat is not None and await registry.by_key("chat-key") is chat
+    assert await registry.by_key("chat") is None and await registry.by_id("chat-key") is None
     assert [a.id for a in registry] == ["1", "chat"]
 
 
@@ -153,11 +158,20 @@ def test_registry_finds_apps_by_id_and_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("fields", "field", "why"),
     [
-        ({"max_conections": 5}, "max_conections", "unknown field"),
+        ({"max_conections": 5}, "max_conections", "unknown field (did you mean 'max_connections'?)"),
+        ({"maxConnections": 5, "max_connections": 6}, "max_connections",
+         "is given twice (as 'maxConnections' and 'max_connections')"),
+        ({"allowed_origins": ["https://ok.example", "https://*bad.example"]}, "allowed_origins",
+         "'https://*bad.example' is not an origin"),
+        ({"allowed_origins": ["https://example.com/path"]}, "allowed_origins", "is not an origin"),
+        ({"allowed_origins": "[not json"}, "allowed_origins", "not valid JSON"),
+        ({"webhooks": "[{"}, "webhooks", "not valid JSON"),
         ({"max_connections": "ten"}, "max_connections", "must be an integer"),
         ({"max_connections": 2.5}, "max_connections", "must be an integer"),
         ({"max_connections": True}, "max_connections", "must be an integer"),
-        ({"max_connections": -2}, "max_connections", "must be at least 1 (or -1 for unlimited)"),
+        ({"max_connections": -2}, "max_connections", "must be 0 or more (or -1 for unlimited)"),
+        ({"max_backend_events_per_sec": -3}, "max_backend_events_per_sec", "must be 0 or more"),
+        ({"maxReadRequestsPerSecond": 1.5}, "maxReadRequestsPerSecond", "must be an integer"),
         ({"max_channel_name_length": -1}, "max_channel_name_length", "must be at least 1"),
         ({"max_presence_members_per_channel": 0}, "max_presence_members_per_channel", "must be at least 1"),
         ({"enable_client_messages": "yes"}, "enable_client_messages", "must be true or false"),
@@ -285,3 +299,96 @@ def test_cli_exits_2_naming_file_app_and_field(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert f"{path}: app shop: field 'max_conections': unknown field" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- soketi's files and tables ----------------------------------------------------------------------
+
+
+def _expected_soketi_app(app_id: str = "7", key: str = "soketi-key") -> AppConfig:
+    return AppConfig(
+        id=app_id, key=key, secret="soketi-secret", max_connections=3, enable_client_messages=True,
+        enabled=True, max_backend_events_per_sec=4, max_client_events_per_sec=5, max_read_req_per_sec=6,
+        max_presence_members_per_channel=7, max_presence_member_size_in_kb=2, max_channel_name_length=60,
+        max_event_channels_at_once=8, max_event_name_length=50, max_event_payload_in_kb=20,
+        max_event_batch_size=9, enable_user_authentication=False,
+    )
+
+
+def test_soketi_config_file_with_every_camel_case_field(tmp_path: Path) -> None:
+    doc = {"debug": True, "port": 6001,
+           "appManager.array.apps": [camel_app("7", "soketi-key", "soketi-secret", "https://hooks.example/x")]}
+    path = write(tmp_path, "config.json", json.dumps(doc))
+    warnings: list[str] = []
+    [app] = load_apps_file(path, warnings.append)
+    hook = WebhookConfig(url="https://hooks.example/x", event_types=("channel_occupied", "channel_vacated"),
+                         headers={"X-From": "soketi-config"}, channel_name_starts_with="hooked-")
+    assert app == replace(_expected_soketi_app(), webhooks=(hook,))
+    assert warnings == [
+        f"{path}: soketi server setting 'debug' is not an apps setting; ignored (Herald's settings are flags "
+        "and HERALD_* variables)",
+        f"{path}: soketi server setting 'port' is not an apps setting; ignored (Herald's settings are flags "
+        "and HERALD_* variables)",
+        f"{path}: app 7: field 'webhooks[1].lambda_function': AWS Lambda webhooks are not supported; "
+        "a webhook without 'url' is skipped",
+        f"{path}: app 7: field 'webhooks[1].lambda': AWS Lambda options are ignored",
+    ]
+
+
+def test_soketi_nested_config_and_dynamodb_spelling(tmp_path: Path) -> None:
+    doc = {"appManager": {"driver": "array", "array": {"apps": [pascal_app("7", "soketi-key", "soketi-secret")]}}}
+    warnings: list[str] = []
+    [app] = load_apps_file(write(tmp_path, "config.json", json.dumps(doc)), warnings.append)
+    assert app == _expected_soketi_app()
+    assert warnings == []
+
+
+def test_soketi_sql_row_with_nulls_takes_defaults() -> None:
+    """A row of soketi's SQL table: 0/1 booleans, a JSON string of webhooks, NULL limits."""
+    row = dict.fromkeys(SQL_COLUMNS)
+    row.update({"id": "app-id", "key": "app-key", "secret": "app-secret", "max_connections": 200,
+                "enable_client_messages": 1, "enabled": 1, "max_backend_events_per_sec": -1,
+                "max_client_events_per_sec": -1, "max_read_req_per_sec": "-1", "webhooks": "[]",
+                "enable_user_authentication": 0, "max_event_payload_in_kb": Decimal("12.5"),
+                "created_at": "2024-01-01", "allowed_origins": '["https://*.example.com"]'})
+    warnings: list[str] = []
+    app = app_from_mapping(row, "db", 0, row=True, warn=warnings.append)
+    assert app == AppConfig(id="app-id", key="app-key", secret="app-secret", max_connections=200,
+                            enable_client_messages=True, max_client_events_per_sec=-1, max_event_payload_in_kb=12.5,
+                            allowed_origins=OriginPolicy(["https://*.example.com"]))
+    assert warnings == ["db: column 'created_at' is not an app field Herald knows; ignored"]
+    app_from_mapping(row, "db", 0, row=True, warn=warnings.append)
+    assert len(warnings) == 1  # once per column and process
+
+
+@pytest.mark.parametrize("empty", [None, ""])
+def test_null_and_empty_fall_back_to_defaults(tmp_path: Path, empty: object) -> None:
+    fields = {name: empty for name in ("max_connections", "enabled", "maxEventPayloadInKb", "webhooks",
+                                       "allowed_origins", "max_read_req_per_sec")}
+    [app] = load_apps_file(write(tmp_path, "apps.json", json.dumps(
+        {"apps": [{"id": "a", "key": "k", "secret": "s", **fields}]})))
+    assert app == AppConfig(id="a", key="k", secret="s")
+
+
+def test_allowed_origins_forms(tmp_path: Path) -> None:
+    text = ('apps:\n  - {id: a, key: ka, secret: s, allowed_origins: ["https://app.example.com", "*.example.org"]}\n'
+            '  - {id: b, key: kb, secret: s, allowed_origins: "https://x.example, https://y.example"}\n'
+            '  - {id: c, key: kc, secret: s, allowed_origins: ["*"]}\n')
+    a, b, c = load_apps_file(write(tmp_path, "apps.yaml", text))
+    assert a.allowed_origins.allows("https://app.example.com") and a.allowed_origins.allows("http://w.example.org")
+    assert not a.allowed_origins.allows("https://evil.example")
+    assert b.allowed_origins.allows("https://y.example") and not b.allowed_origins.allows("https://z.example")
+    assert c.allowed_origins.allow_any
+
+
+def test_rate_limit_fields_and_zero_means_none() -> None:
+    app = app_from_mapping({"id": "a", "key": "k", "secret": "s", "max_backend_events_per_sec": 0,
+                            "max_read_req_per_sec": 100, "max_connections": 0}, "t", 0)
+    assert (app.max_backend_events_per_sec, app.max_read_req_per_sec, app.max_connections) == (0, 100, 0)
+    assert AppConfig(id="a", key="k", secret="s").max_backend_events_per_sec == -1  # soketi's default
+
+
+def test_default_app_limits_from_environment() -> None:
+    app = default_app_from_env({"HERALD_APP_ALLOWED_ORIGINS": "https://a.example,https://b.example",
+                                "HERALD_APP_MAX_BACKEND_EVENTS_PER_SEC": "50", "HERALD_APP_MAX_READ_REQ_PER_SEC": "5"})
+    assert app.allowed_origins == OriginPolicy(["https://a.example", "https://b.example"])
+    assert (app.max_backend_events_per_sec, app.max_read_req_per_sec) == (50, 5)
