@@ -8,9 +8,11 @@ import secrets
 from dataclasses import dataclass, field
 
 from shared import transitions
-from shared.apps.registry import AppRegistry
+from shared.apps.registry import AppRegistry, AppsUnavailable
 from shared.bus.base import Bus, BusUnavailable
 from shared.bus.memory_impl import MemoryBus
+from shared.ratelimit.base import RateLimiter
+from shared.ratelimit.memory_impl import MemoryRateLimiter
 from shared.state.base import (
     CacheStore,
     ConnectionStore,
@@ -50,6 +52,8 @@ class Backend:
     node: NodeLease = field(default_factory=LocalNode)
     node_id: str = field(default_factory=new_node_id)
     webhooks: WebhookQueue = field(default_factory=NullWebhookQueue)
+    # Per-app HTTP API rates (cluster-wide with Redis).
+    limits: RateLimiter = field(default_factory=MemoryRateLimiter)
     # The apps this node serves; set by the process assembly (webhooks of reaped nodes need them).
     apps: AppRegistry | None = None
 
@@ -73,7 +77,10 @@ class Backend:
 
     async def report(self, changes: Transitions) -> None:
         """Transitions found by a repair or the reaper reach clients and webhooks like live ones."""
-        app = self.apps.by_id(changes.app_id) if self.apps is not None else None
+        try:
+            app = await self.apps.by_id(changes.app_id) if self.apps is not None else None
+        except AppsUnavailable:
+            app = None  # clients still hear the transitions; webhooks need the app's config
         envelopes, hooks = transitions.repaired(app, changes, self.node_id)
         try:
             for envelope in envelopes:

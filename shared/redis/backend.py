@@ -9,6 +9,7 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from shared.apps.registry import AppRegistry
 from shared.backend import Backend, new_node_id
 from shared.bus.redis_impl import RedisBus
+from shared.ratelimit.redis_impl import RedisRateLimiter
 from shared.state.redis_impl import (
     RedisCacheStore,
     RedisConnectionStore,
@@ -89,7 +90,7 @@ def redis_backend(
         RedisConnectionStore(node), RedisOccupancyStore(node), RedisPresenceStore(node), RedisUserStore(node),
         RedisCacheStore(client, prefix),
         node=node, node_id=node_id, webhooks=redis_webhook_queue(client, prefix, apps, workers=webhook_workers),
-        apps=apps,
+        apps=apps, limits=RedisRateLimiter(client, prefix),
     )
     backend.client = client
     return backend
