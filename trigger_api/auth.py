@@ -105,7 +105,7 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def authenticate(
+async def authenticate(
     registry: AppRegistry,
     app_id: str | None,
     method: str,
@@ -121,14 +121,14 @@ def authenticate(
     signed correctly.
     """
     if app_id is not None:
-        app = registry.by_id(app_id)
+        app = await registry.by_id(app_id)
         if app is None:
             raise ApiError(404, f"Unknown app id '{app_id}'")
     else:
         key = query_dict(params).get("auth_key")
         if key is None:
             raise unauthorized("Missing authentication parameter(s): auth_key")
-        found = registry.by_key(key)
+        found = await registry.by_key(key)
         if found is None:
             raise unauthorized(f"Invalid auth_key '{key}': no app has this key")
         app = found

@@ -276,8 +276,8 @@ class QueuedWebhooks:
         await self.sender.close()
         await self.store.close()
 
-    def app(self, app_id: str) -> AppConfig | None:
-        found = self.registry.by_id(app_id) if self.registry is not None else None
+    async def app(self, app_id: str) -> AppConfig | None:
+        found = await self.registry.by_id(app_id) if self.registry is not None else None
         return found or self._seen.get(app_id)
 
     def apps(self) -> list[AppConfig]:
@@ -313,8 +313,8 @@ class QueuedWebhooks:
                     break
         return done
 
-    def _resolve(self, delivery: Delivery) -> tuple[AppConfig | None, WebhookConfig | None]:
-        app = self.app(delivery.app_id)
+    async def _resolve(self, delivery: Delivery) -> tuple[AppConfig | None, WebhookConfig | None]:
+        app = await self.app(delivery.app_id)
         if app is None:
             return None, None
         hooks = app.webhooks
@@ -325,7 +325,7 @@ class QueuedWebhooks:
         return app, next((h for h in hooks if h.url == delivery.url), None)
 
     async def deliver(self, delivery: Delivery) -> None:
-        app, hook = self._resolve(delivery)
+        app, hook = await self._resolve(delivery)
         if app is None or hook is None:
             log.warning("dropping %d webhook jobs of app %s for %s: no such webhook configured any more",
                         len(delivery.jobs), delivery.app_id, delivery.url)
