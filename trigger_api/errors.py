@@ -15,10 +15,11 @@ from starlette.responses import Response
 class ApiError(Exception):
     """A request the API refuses; `status` is the HTTP status, `message` goes to the caller verbatim."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def bad_request(message: str) -> ApiError:
@@ -29,9 +30,9 @@ def unauthorized(message: str) -> ApiError:
     return ApiError(401, message)
 
 
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def error_response(status: int, message: str) -> Response:
-    return json_response({"error": message, "code": status}, status)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"error": message, "code": status}, status, headers)

@@ -9,22 +9,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from shared.apps.config import AppConfig
-from shared.apps.registry import AppRegistry
+from shared.apps.registry import AppRegistry, AppsUnavailable
 from shared.backend import Backend
 from shared.bus.base import BusUnavailable, Envelope
 from shared.clock import Clock
 from shared.protocol.channels import channel_type
 from shared.protocol.users import user_key
+from shared.ratelimit.base import EVENTS, READS
 from trigger_api import validation as v
 from trigger_api.auth import authenticate, parse_query, query_dict
 from trigger_api.errors import ApiError, bad_request, error_response, json_response
+from trigger_api.limits import check_rate
 from trigger_api.metrics import EVENTS_PUBLISHED, count_request
 
 log = logging.getLogger("herald.trigger_api")
@@ -35,12 +37,14 @@ MAX_BODY_BYTES = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ApiCall:
-    """A verified request: the app it acts on, its raw body, its query by lowercased name, path params."""
+    """A verified request: the app it acts on, its raw body, its query by lowercased name, path params,
+    and the headers its response gets (the rate-limit headers of limited apps)."""
 
     app: AppConfig
     body: bytes
     query: Mapping[str, str]
     path: Mapping[str, str]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Handler = Callable[[ApiCall], Awaitable[Any]]
@@ -65,7 +69,7 @@ class TriggerApi:
                     )
                 body = await read_body(request)
                 params = parse_query(request.url.query)
-                app = authenticate(
+                app = await authenticate(
                     self.registry,
                     request.path_params["app_id"] if app_in_path else None,
                     request.method,
@@ -75,9 +79,14 @@ class TriggerApi:
                     self.clock(),
                 )
                 call = ApiCall(app, body, query_dict(params), request.path_params)
-                response = json_response(await handler(call))
+                if request.method == "GET":
+                    await check_rate(self.backend.limits, app, READS, 1, call.headers)
+                response = json_response(await handler(call), headers=call.headers)
             except ApiError as exc:
-                response = error_response(exc.status, exc.message)
+                response = error_response(exc.status, exc.message, exc.headers)
+            except AppsUnavailable as exc:
+                log.warning("HTTP API %s: %s", name, exc)
+                response = error_response(503, "App configuration is unavailable, try again later")
             except BusUnavailable as exc:  # StoreUnavailable too: the state stores are unreachable
                 log.warning("HTTP API %s: backend unavailable: %s", name, exc)
                 response = error_response(503, "Channel state is unavailable, try again later")
@@ -155,6 +164,7 @@ class TriggerApi:
     async def trigger(self, call: ApiCall) -> Any:
         app = call.app
         event = v.parse_event(v.parse_json_object(call.body), app)
+        await check_rate(self.backend.limits, app, EVENTS, len(event.channels), call.headers)
         # Attributes are read before publishing, so a failing store never leaves a published event
         # behind an error response the caller might retry.
         info = None
@@ -166,6 +176,7 @@ class TriggerApi:
     async def trigger_batch(self, call: ApiCall) -> Any:
         app = call.app
         events = v.parse_batch(v.parse_json_object(call.body), app)
+        await check_rate(self.backend.limits, app, EVENTS, sum(len(e.channels) for e in events), call.headers)
         infos = None
         if any(e.info for e in events):
             per_item = await self.channel_attributes(app.id, [(e.channels, e.info) for e in events])
