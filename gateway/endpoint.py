@@ -7,16 +7,20 @@ from urllib.parse import parse_qs
 
 from starlette.types import Receive, Scope, Send
 
+from gateway.admission import NodeAdmission
 from gateway.connection import Connection
 from gateway.handler import ProtocolHandler
 from gateway.outbound import RAW_SEND_SCOPE_KEY, FlushScheduler, QueueSink, Sink, TransportSink, transport_of
 from shared import metrics
 from shared.apps.config import AppConfig
-from shared.apps.registry import AppRegistry
+from shared.apps.registry import AppRegistry, AppsUnavailable
 from shared.protocol import codes, messages
 from shared.protocol.socket_ids import new_socket_id
 
 log = logging.getLogger("herald.gateway")
+
+# Where check_handshake leaves the app it found, so the connection doesn't look it up again.
+APP_SCOPE_KEY = "herald.app"
 
 
 class Gateway:
@@ -27,10 +31,12 @@ class Gateway:
         registry: AppRegistry,
         handler: ProtocolHandler,
         activity_timeout_s: int = codes.ACTIVITY_TIMEOUT_S,
+        admission: NodeAdmission | None = None,
     ) -> None:
         self.registry = registry
         self.handler = handler
         self.activity_timeout_s = activity_timeout_s
+        self.admission = admission or NodeAdmission()
         self.connections: dict[str, Connection] = {}
         self.scheduler = FlushScheduler()
         self.accepting = True
@@ -41,15 +47,14 @@ class Gateway:
         if msg["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
-        refusal = self.check_handshake(scope)
+        refusal = await self.check_handshake(scope)
         if refusal is not None:
-            app, code, message = refusal
+            _, code, message = refusal
             metrics.CONNECTIONS_REFUSED.labels(str(code)).inc()
             await send({"type": "websocket.send", "text": messages.error(message, code).decode()})
             await send({"type": "websocket.close", "code": code, "reason": message})
             return
-        app = self.registry.by_key(scope["path_params"]["key"])
-        assert app is not None
+        app: AppConfig = scope[APP_SCOPE_KEY]
         socket_id = new_socket_id()
         while socket_id in self.connections:
             socket_id = new_socket_id()
@@ -88,16 +93,25 @@ class Gateway:
             elif kind == "websocket.disconnect":
                 return
 
-    def check_handshake(self, scope: Scope) -> tuple[AppConfig | None, int, str] | None:
+    async def check_handshake(self, scope: Scope) -> tuple[AppConfig | None, int, str] | None:
         if not self.accepting:
             # 4100, not 4200: pusher-js retries 4200 at once, so drained clients would hammer this
             # node until it exits; 4100 makes them back off and land on another node.
             return None, codes.OVER_CAPACITY, "Server is shutting down; reconnect to another node"
-        app = self.registry.by_key(scope["path_params"]["key"])
+        busy = self.admission.refuse(len(self.connections))
+        if busy is not None:
+            return None, codes.OVER_CAPACITY, busy
+        try:
+            app = await self.registry.by_key(scope["path_params"]["key"])
+        except AppsUnavailable:
+            return None, codes.OVER_CAPACITY, "Application lookup unavailable; reconnect later"
         if app is None:
             return None, codes.APP_NOT_FOUND, "Application does not exist"
         if not app.enabled:
             return app, codes.APP_DISABLED, "Application disabled"
+        if not app.allowed_origins.allow_any and not app.allowed_origins.allows(header(scope, b"origin")):
+            # 4009: pusher-js does not reconnect, so a page on a foreign origin can't hammer the node.
+            return app, codes.UNAUTHORIZED, "Origin not allowed"
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         versions = query.get("protocol")
         if not versions:
@@ -108,6 +122,7 @@ class Gateway:
             return app, codes.UNSUPPORTED_PROTOCOL, "Unsupported protocol version"
         if not codes.PROTOCOL_MIN <= version <= codes.PROTOCOL_MAX:
             return app, codes.UNSUPPORTED_PROTOCOL, "Unsupported protocol version"
+        scope[APP_SCOPE_KEY] = app
         return None
 
     async def admit(self, app: AppConfig, socket_id: str, send: Send) -> bool:
@@ -153,3 +168,9 @@ class Gateway:
                 conn.send(messages.error("Pong reply not received", codes.PONG_NOT_RECEIVED))
                 conn.sink.close(codes.PONG_NOT_RECEIVED, "Pong reply not received")
 
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None

@@ -11,9 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.admission import NodeAdmission
 from gateway.endpoint import Gateway
 from shared.apps.config import AppConfig
-from shared.apps.registry import AppRegistry
+from shared.apps.origins import OriginPolicy
+from shared.apps.registry import AppRegistry, AppsUnavailable
 from shared.protocol import codes
 from tests.unit.fakes import Harness, ListSink, ManualClock, decode, make_app, make_connection, wait_until
 
@@ -37,60 +39,112 @@ def make_gateway(harness: Harness, activity_timeout_s: int = 120) -> Gateway:
 # -- handshake checks --------------------------------------------------------------------------
 
 
-def test_handshake_ok(harness: Harness) -> None:
-    assert make_gateway(harness).check_handshake(scope("key-1")) is None
+async def test_handshake_ok(harness: Harness) -> None:
+    assert await make_gateway(harness).check_handshake(scope("key-1")) is None
 
 
 @pytest.mark.parametrize("version", [b"4", b"5", b"6", b"7"])
-def test_supported_protocol_versions(harness: Harness, version: bytes) -> None:
-    assert make_gateway(harness).check_handshake(scope("key-1", b"protocol=" + version)) is None
+async def test_supported_protocol_versions(harness: Harness, version: bytes) -> None:
+    assert await make_gateway(harness).check_handshake(scope("key-1", b"protocol=" + version)) is None
 
 
-def test_unknown_query_parameters_are_ignored(harness: Harness) -> None:
+async def test_unknown_query_parameters_are_ignored(harness: Harness) -> None:
     query = b"flash=false&protocol=7&client=some-sdk&version=0.0.1&whatever=1"
-    assert make_gateway(harness).check_handshake(scope("key-1", query)) is None
+    assert await make_gateway(harness).check_handshake(scope("key-1", query)) is None
 
 
-def test_unknown_key(harness: Harness) -> None:
-    assert make_gateway(harness).check_handshake(scope("no-such-key")) == (
+async def test_unknown_key(harness: Harness) -> None:
+    assert await make_gateway(harness).check_handshake(scope("no-such-key")) == (
         None, 4001, "Application does not exist"
     )
 
 
-def test_disabled_app(harness: Harness) -> None:
-    refusal = make_gateway(harness).check_handshake(scope("key-off"))
+async def test_disabled_app(harness: Harness) -> None:
+    refusal = await make_gateway(harness).check_handshake(scope("key-off"))
     assert refusal is not None
     assert refusal[:2] == (OFF, 4003)
     assert refusal[2] == "Application disabled"
 
 
 @pytest.mark.parametrize("version", [b"3", b"8", b"1", b"0", b"-7", b"abc", b"7.0", b"%37x"])
-def test_unsupported_protocol(harness: Harness, version: bytes) -> None:
-    refusal = make_gateway(harness).check_handshake(scope("key-1", b"protocol=" + version))
+async def test_unsupported_protocol(harness: Harness, version: bytes) -> None:
+    refusal = await make_gateway(harness).check_handshake(scope("key-1", b"protocol=" + version))
     assert refusal is not None
     assert refusal[1:] == (4007, "Unsupported protocol version")
 
 
 @pytest.mark.parametrize("query", [None, b"", b"client=js&version=8.4.0", b"protocol="])
-def test_missing_protocol(harness: Harness, query: bytes | None) -> None:
-    refusal = make_gateway(harness).check_handshake(scope("key-1", query))
+async def test_missing_protocol(harness: Harness, query: bytes | None) -> None:
+    refusal = await make_gateway(harness).check_handshake(scope("key-1", query))
     assert refusal is not None
     assert refusal[1:] == (4008, "No protocol version supplied")
 
 
-def test_app_is_checked_before_protocol(harness: Harness) -> None:
+async def test_app_is_checked_before_protocol(harness: Harness) -> None:
     gateway = make_gateway(harness)
-    unknown = gateway.check_handshake(scope("no-such-key", b"protocol=3"))
-    disabled = gateway.check_handshake(scope("key-off", b"protocol=3"))
+    unknown = await gateway.check_handshake(scope("no-such-key", b"protocol=3"))
+    disabled = await gateway.check_handshake(scope("key-off", b"protocol=3"))
     assert unknown is not None and unknown[1] == 4001
     assert disabled is not None and disabled[1] == 4003
 
 
-def test_refuses_with_4100_while_shutting_down(harness: Harness) -> None:
+async def test_refuses_with_4100_while_shutting_down(harness: Harness) -> None:
     """4100 makes pusher-js back off (and land elsewhere) instead of retrying this node at once."""
     gateway = make_gateway(harness)
     gateway.accepting = False
-    refusal = gateway.check_handshake(scope("key-1"))
+    refusal = await gateway.check_handshake(scope("key-1"))
+    assert refusal is not None and refusal[1] == 4100
+
+
+def with_origin(s: dict[str, Any], origin: str | None) -> dict[str, Any]:
+    s["headers"] = [(b"host", b"ws.example.com")] + ([(b"origin", origin.encode())] if origin else [])
+    return s
+
+
+@pytest.mark.parametrize(
+    ("origin", "code"),
+    [("https://app.example.com", None), ("https://eu.shop.example.org", None), ("https://evil.example", 4009),
+     ("http://app.example.com", 4009), (None, 4009)],
+)
+async def test_origin_allow_list(harness: Harness, origin: str | None, code: int | None) -> None:
+    guarded = make_app(id="guarded", key="key-guarded", allowed_origins=OriginPolicy(
+        ["https://app.example.com", "https://*.example.org"]))
+    gateway = Gateway(AppRegistry([guarded]), harness.handler)
+    refusal = await gateway.check_handshake(with_origin(scope("key-guarded"), origin))
+    assert (refusal[1:] if refusal else None) == ((code, "Origin not allowed") if code else None)
+
+
+async def test_any_origin_without_an_allow_list(harness: Harness) -> None:
+    assert await make_gateway(harness).check_handshake(with_origin(scope("key-1"), "https://x.example")) is None
+    assert await make_gateway(harness).check_handshake(with_origin(scope("key-1"), None)) is None
+
+
+async def test_node_connection_cap_refuses_with_4100(harness: Harness) -> None:
+    gateway = Gateway(AppRegistry([APP]), harness.handler, admission=NodeAdmission(max_connections=2))
+    assert await gateway.check_handshake(scope("key-1")) is None
+    for socket_id in ("1.1", "1.2"):
+        gateway.connections[socket_id] = make_connection(APP, socket_id, harness.clock)[0]
+    refusal = await gateway.check_handshake(scope("key-1"))
+    assert refusal is not None and refusal[1] == 4100 and "maximum of connections" in refusal[2]
+
+
+async def test_node_connection_rate_refuses_with_4100(harness: Harness, clock: ManualClock) -> None:
+    gateway = Gateway(AppRegistry([APP]), harness.handler, admission=NodeAdmission(max_rate=3, clock=clock))
+    assert [await gateway.check_handshake(scope("key-1")) for _ in range(3)] == [None] * 3
+    refusal = await gateway.check_handshake(scope("key-1"))
+    assert refusal is not None and refusal[1] == 4100 and "too many new connections" in refusal[2]
+    clock.advance(1 / 3)
+    assert await gateway.check_handshake(scope("key-1")) is None
+
+
+async def test_app_lookup_failure_refuses_with_4100(harness: Harness) -> None:
+    """An apps database that can't answer must not look like an unknown key (4001: pusher-js gives up)."""
+
+    class Unreachable(AppRegistry):
+        async def _missing_key(self, key: str) -> AppConfig | None:
+            raise AppsUnavailable("database down")
+
+    refusal = await Gateway(Unreachable(), harness.handler).check_handshake(scope("key-1"))
     assert refusal is not None and refusal[1] == 4100
 
 
