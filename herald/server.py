@@ -19,11 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from gateway.admission import NodeAdmission
+from gateway.app_changes import apply_app_changes
 from gateway.endpoint import Gateway
 from gateway.handler import ProtocolHandler
 from gateway.hub import Hub
 from gateway.outbound import CaptureRawSend
-from shared.apps.registry import AppRegistry
+from shared.apps.config import ConfigError
+from shared.apps.registry import AppChanges, AppRegistry
 from shared.backend import Backend
 from shared.protocol import codes
 
@@ -48,6 +51,9 @@ class Settings:
     pong_timeout_s: float = codes.PONG_TIMEOUT_S
     drain_s: float = DEFAULT_DRAIN_S
     log_level: str = "info"
+    # Node-level admission (gateway.admission); 0 = no limit.
+    max_node_connections: int = 0
+    max_node_connection_rate: int = 0
 
 
 class Node:
@@ -69,7 +75,9 @@ class Node:
         if gateway:
             hub = Hub(backend.bus)
             handler = ProtocolHandler(backend, hub)
-            self.gateway = Gateway(registry, handler, settings.activity_timeout_s)
+            admission = NodeAdmission(settings.max_node_connections, settings.max_node_connection_rate)
+            self.gateway = Gateway(registry, handler, settings.activity_timeout_s, admission)
+            registry.add_listener(self.apps_changed)
             routes.append(WebSocketRoute("/app/{key}", self.gateway))
         if http_api:
             from trigger_api.app import build_routes
@@ -89,18 +97,50 @@ class Node:
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    def apps_changed(self, changes: AppChanges) -> None:
+        if self.gateway is not None:
+            closed = apply_app_changes(self.gateway.connections.values(), changes)
+            if closed:
+                log.info("closed %d connections of disabled or removed apps", closed)
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            await self.registry.start()
+        except ConfigError as exc:
+            log.error("configuration error: %s", exc)
+            raise
         await self.backend.start()
         sweeper = asyncio.create_task(self.sweep_forever()) if self.gateway else None
+        hangup = self._on_sighup()
         self.ready = True
         try:
             yield
         finally:
             self.ready = False
+            if hangup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             if sweeper:
                 sweeper.cancel()
             await self.backend.close()
+            await self.registry.close()
+
+    def _on_sighup(self) -> bool:
+        """SIGHUP re-reads the apps (the file, or the database now); False where signals can't be set
+        (not the main thread, as under a test client)."""
+        tasks: set[asyncio.Task[None]] = set()
+
+        def reload() -> None:
+            log.info("SIGHUP: reloading apps")
+            task = asyncio.ensure_future(self.registry.reload())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return False
+        return True
 
     async def sweep_forever(self) -> None:
         assert self.gateway is not None
