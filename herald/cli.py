@@ -11,14 +11,9 @@ from typing import Any, TypeVar
 
 from herald import __version__
 from herald.server import DEFAULT_DRAIN_S, DEFAULT_HOST, DEFAULT_PORT, Node, Settings, run
-from shared.apps.config import (
-    DEFAULT_APP_KEY,
-    DEFAULT_APP_SECRET,
-    AppConfig,
-    ConfigError,
-    default_app_from_env,
-    load_apps_file,
-)
+from shared.apps.config import DEFAULT_APP_KEY, DEFAULT_APP_SECRET, AppConfig, ConfigError, default_app_from_env
+from shared.apps.database import DEFAULT_TABLE, REFRESH_S, DatabaseAppRegistry, source_for
+from shared.apps.file import POLL_INTERVAL_S, FileAppRegistry
 from shared.apps.registry import AppRegistry
 from shared.backend import Backend, memory_backend
 from shared.protocol.codes import ACTIVITY_TIMEOUT_S, PONG_TIMEOUT_S
@@ -83,8 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         env_flag(p, "--host", "HOST", DEFAULT_HOST, "listen address")
         env_flag(p, "--port", "PORT", DEFAULT_PORT, "listen port", int)
-        env_flag(p, "--apps-file", "APPS_FILE", None, "YAML or JSON file {apps: [...]}; without it one app "
-                 "comes from HERALD_APP_ID/KEY/SECRET (defaults 1, app-key, app-secret)")
+        env_flag(p, "--apps-file", "APPS_FILE", None, "YAML or JSON file {apps: [...]}, or a soketi config file; "
+                 "re-read when it changes and on SIGHUP; without it and --apps-db one app comes from "
+                 "HERALD_APP_ID/KEY/SECRET (defaults 1, app-key, app-secret)")
+        env_flag(p, "--apps-file-poll", "APPS_FILE_POLL", POLL_INTERVAL_S,
+                 "seconds between checks of the apps file for changes; 0 = only on SIGHUP", float)
+        env_flag(p, "--apps-db", "APPS_DB", None, "apps from a soketi-layout table: "
+                 "postgres://user:pass@host:5432/db or mysql://user:pass@host:3306/db")
+        env_flag(p, "--apps-db-table", "APPS_DB_TABLE", DEFAULT_TABLE, "table (or schema.table) of --apps-db")
+        env_flag(p, "--apps-db-refresh", "APPS_DB_REFRESH", REFRESH_S, "seconds between re-reads of the "
+                 "cached apps; also how long an unknown key is remembered", float)
+        env_flag(p, "--max-node-connections", "MAX_NODE_CONNECTIONS", 0,
+                 "open connections on this node before new ones are refused with 4100; 0 = no limit", int)
+        env_flag(p, "--max-node-connection-rate", "MAX_NODE_CONNECTION_RATE", 0,
+                 "new connections per second on this node before they are refused with 4100; 0 = no limit", int)
         env_flag(p, "--redis-url", "REDIS_URL", None, "Redis URL for cluster mode; without it state is in memory")
         env_flag(p, "--redis-prefix", "REDIS_PREFIX", DEFAULT_PREFIX,
                  "key and topic prefix, so several deployments can share one Redis")
@@ -105,9 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_apps(apps_file: str | None) -> list[AppConfig]:
-    if apps_file:
-        return load_apps_file(apps_file)
+def load_registry(args: argparse.Namespace) -> AppRegistry:
+    """The apps: from a database, an apps file, or the environment's one app. A ConfigError here
+    (or from the registry's start) stops start-up."""
+    if args.apps_db and args.apps_file:
+        raise ConfigError("--apps-db and --apps-file can't be used together")
+    if args.apps_db:
+        if args.apps_db_refresh <= 0:
+            raise ConfigError("--apps-db-refresh must be more than 0")
+        return DatabaseAppRegistry(source_for(args.apps_db, args.apps_db_table), refresh_s=args.apps_db_refresh)
+    if args.apps_file:
+        return FileAppRegistry(args.apps_file, poll_s=args.apps_file_poll)
+    return AppRegistry([default_app()])
+
+
+def default_app() -> AppConfig:
     app = default_app_from_env()
     if app.key == DEFAULT_APP_KEY or app.secret == DEFAULT_APP_SECRET:
         log.warning(
@@ -117,7 +136,7 @@ def load_apps(apps_file: str | None) -> list[AppConfig]:
         )
     else:
         log.info("Serving app id=%s key=%s", app.id, app.key)
-    return [app]
+    return app
 
 
 def make_backend(args: argparse.Namespace, registry: AppRegistry) -> Backend:
@@ -137,13 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        apps = load_apps(args.apps_file)
+        registry = load_registry(args)
     except ConfigError as exc:
         print(f"herald: configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.webhook_workers < 0:
-        print("herald: --webhook-workers must be 0 or more", file=sys.stderr)
-        return 2
+    for flag in ("webhook_workers", "max_node_connections", "max_node_connection_rate"):
+        if getattr(args, flag) < 0:
+            print(f"herald: --{flag.replace('_', '-')} must be 0 or more", file=sys.stderr)
+            return 2
     gateway, http_api, _ = ROLES[args.command]
     if not args.redis_url and args.command != "serve":
         log.warning("%s without --redis-url runs with an in-memory bus: it can't reach other processes",
@@ -151,8 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(
         host=args.host, port=args.port, activity_timeout_s=args.activity_timeout,
         pong_timeout_s=args.pong_timeout, drain_s=args.drain_seconds, log_level=args.log_level,
+        max_node_connections=args.max_node_connections, max_node_connection_rate=args.max_node_connection_rate,
     )
-    registry = AppRegistry(apps)
     backend = make_backend(args, registry)
     node = Node(registry, backend, settings, gateway=gateway, http_api=http_api)
     log.info("herald %s listening on %s:%d (%s)", args.command, args.host, args.port,
