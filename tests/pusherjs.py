@@ -332,12 +332,16 @@ class NodeDriver:
         options: dict[str, Any] | None = None,
         wait: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
+        origin: str | None = None,
     ) -> PusherJsClient:
         """`new Pusher(key, {wsHost: 127.0.0.1, wsPort: port, ...})`; waits for `connected` unless
-        wait=False. With `auth`, channel authorization and user authentication go to that server."""
+        wait=False. With `auth`, channel authorization and user authentication go to that server.
+        With `origin`, this app key's handshakes carry that Origin header, as a browser's would."""
         client = PusherJsClient(self, name)
         self.clients[name] = client
         args: dict[str, Any] = {"client": name, "key": key, "port": port, "options": options or {}}
+        if origin is not None:
+            args["origin"] = origin
         if auth is not None:
             args["authPort"] = auth.port
         await self.command("connect", **args)

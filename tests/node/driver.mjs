@@ -16,6 +16,7 @@
 //     {"client": "a", "type": "watchlist", "event": ..., "data": ...}    pusher.user.watchlist.bind_global
 // pusher-js debug logging goes to stderr. The process exits when stdin closes.
 //
+// connect may carry "origin": the Origin header of that app key's handshakes (see createWebSocket).
 // Ops: connect, subscribe, unsubscribe, trigger, send_event, disconnect, reconnect, state, members,
 // signin, close.
 import readline from 'node:readline';
@@ -27,6 +28,19 @@ function emit(report) {
   // t: milliseconds since the driver started, for reading timelines in failure output.
   process.stdout.write(JSON.stringify({ ...report, t: Math.round(performance.now()) }) + '\n');
 }
+
+// A browser sends an Origin header with every WebSocket handshake; pusher-js under Node (faye-websocket)
+// sends none. `connect` may name one (cmd.origin): sockets pusher-js opens for that app key then carry
+// it, reconnects included. faye-websocket's client takes extra handshake headers as `headers`.
+const origins = new Map();
+const createWebSocket = Pusher.Runtime.createWebSocket;
+Pusher.Runtime.createWebSocket = function (url) {
+  const key = decodeURIComponent(new URL(url).pathname.split('/app/')[1] ?? '');
+  const origin = origins.get(key);
+  if (origin === undefined) return createWebSocket.call(this, url);
+  const Socket = this.getWebSocketAPI();
+  return new Socket(url, [], { headers: { Origin: origin } });
+};
 
 Pusher.logToConsole = false;
 Pusher.log = (message) => {
@@ -87,6 +101,7 @@ function connect(cmd) {
   const { client: name, key, port } = cmd;
   if (clients.has(name)) throw new Error(`client ${name} already exists`);
   const host = cmd.host ?? '127.0.0.1';
+  if (cmd.origin !== undefined && cmd.origin !== null) origins.set(key, cmd.origin);
   const options = {
     wsHost: host,
     wsPort: port,
