@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/_prereqs.sh
 ensure_system_packages
 ensure_test_packages
+ensure_databases
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

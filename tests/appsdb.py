@@ -19,7 +19,7 @@ import pytest
 
 from tests.soketi_apps import SQL_COLUMNS
 
-POSTGRES_URL = os.environ.get("HERALD_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+POSTGRES_URL = os.environ.get("HERALD_TEST_POSTGRES_URL", "postgres://postgres:postgres@127.0.0.1:5432/postgres")
 MYSQL_URL = os.environ.get("HERALD_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/mysql")
 KINDS = ["postgres", "mysql"]
 
