@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -126,6 +127,15 @@ def load_registry(args: argparse.Namespace) -> AppRegistry:
     return AppRegistry([default_app()])
 
 
+async def check_database(registry: DatabaseAppRegistry) -> None:
+    """Read the apps table once before serving, so a wrong URL or table stops start-up with a message
+    (the server's own loop connects again when it starts)."""
+    try:
+        await registry.start()
+    finally:
+        await registry.close()
+
+
 def default_app() -> AppConfig:
     app = default_app_from_env()
     if app.key == DEFAULT_APP_KEY or app.secret == DEFAULT_APP_SECRET:
@@ -157,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         registry = load_registry(args)
+        if isinstance(registry, DatabaseAppRegistry):
+            asyncio.run(check_database(registry))
     except ConfigError as exc:
         print(f"herald: configuration error: {exc}", file=sys.stderr)
         return 2

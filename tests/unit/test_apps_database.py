@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -18,6 +19,7 @@ from shared.apps.database import AppSource, DatabaseAppRegistry, Row, source_for
 from shared.apps.origins import OriginPolicy
 from shared.apps.registry import AppChanges, AppsUnavailable
 from tests.appsdb import KINDS, AppsDatabase, apps_database, soketi_row
+from tests.helpers import REPO
 from tests.tcpproxy import FailoverProxy
 from tests.unit.fakes import ManualClock
 
@@ -193,3 +195,14 @@ def test_table_names_are_checked() -> None:
         source_for("postgres://x/y", table="apps; DROP TABLE apps")
 
 
+
+
+async def test_cli_stops_with_a_message_when_the_table_can_not_be_read(db: AppsDatabase) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "herald", "serve", "--port", "1", "--apps-db", db.url, "--apps-db-table", "missing",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, err
+    assert err.decode().startswith("herald: configuration error: cannot read apps from ")
+    assert "table missing" in err.decode() and "Traceback" not in err.decode()
