@@ -1,4 +1,4 @@
-"""Node-level admission (README, "Abuse controls"): a cap on this node's open connections and on its
+"""Node-level admission (docs/apps.md, "Node limits"): a cap on this node's open connections and on its
 new connections per second. Over either, the handshake is refused with 4100: pusher-js waits and
 reconnects, and behind a load balancer may land on another node. Per-app limits are elsewhere
 (`max_connections`, cluster-wide, closes with 4004).

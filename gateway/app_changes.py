@@ -1,4 +1,4 @@
-"""How a changed app reaches the sockets already open (README, "Changing apps without a restart").
+"""How a changed app reaches the sockets already open (docs/apps.md, "How a change reaches open sockets").
 
 Connections hold their app's `AppConfig` (`conn.app`), read on every message without a lookup. When
 the registry reports a change, the node walks its connections once: a changed app's sockets get the

@@ -1,4 +1,4 @@
-"""The HTTP API's per-app rates (README, "Abuse controls"): `max_backend_events_per_sec` counts one
+"""The HTTP API's per-app rates (docs/apps.md, "API rates"): `max_backend_events_per_sec` counts one
 point per channel an event goes to (as soketi counts), `max_read_req_per_sec` one per GET request.
 Apps without a limit (-1) cost nothing here; a limited app costs one Redis script per request."""
 

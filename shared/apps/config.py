@@ -3,7 +3,7 @@
 Field names are soketi's snake_case columns, and soketi's camelCase / PascalCase spellings are
 accepted too (`shared.apps.soketi`), so an apps list, a soketi config file or a soketi apps table
 moves over unchanged. As in soketi, a field given as `null` or `''` takes its default. Defaults are
-Herald's protocol decisions (README, "Apps file").
+Herald's protocol decisions (docs/protocol.md, "Limits").
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class AppConfig:
     max_connections: int = -1
     enable_client_messages: bool = False
     max_client_events_per_sec: int = 10
-    # HTTP API rates, cluster-wide (README, "Abuse controls"): events count one point per channel.
+    # HTTP API rates, cluster-wide (docs/apps.md, "API rates"): events count one point per channel.
     max_backend_events_per_sec: int = -1
     max_read_req_per_sec: int = -1
     # Browser origins allowed to connect (shared.apps.origins); empty: any.

@@ -1,4 +1,4 @@
-"""Apps from a PostgreSQL or MySQL/MariaDB table in soketi's layout (README, "Apps from a database").
+"""Apps from a PostgreSQL or MySQL/MariaDB table in soketi's layout (docs/apps.md, "Apps from a database").
 
 Lookups are served from a cache; a miss asks the database once (concurrent lookups of the same key
 share one query) and a key or id the database doesn't know is remembered as unknown for

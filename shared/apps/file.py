@@ -1,5 +1,4 @@
-"""Apps from a file that is re-read when it changes or on SIGHUP (README, "Changing apps without a
-restart").
+"""Apps from a file that is re-read when it changes or on SIGHUP (docs/apps.md, "Changes without a restart").
 
 The file's (mtime, size, inode) is checked every `poll_s` seconds, which is all a poll costs. The
 stamp is taken before the file is read, so a write that lands while it is read changes the stamp

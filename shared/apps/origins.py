@@ -1,5 +1,4 @@
-"""Which browser origins may open a WebSocket to an app: the `allowed_origins` list (README, "Abuse
-controls").
+"""Which browser origins may open a WebSocket to an app: the `allowed_origins` list (docs/apps.md, "Origins").
 
 A pattern is `*` (any origin), a full origin `scheme://host[:port]`, or `host[:port]` for any scheme;
 the host may start with `*.` to match any subdomain at any depth (`*.example.com` matches

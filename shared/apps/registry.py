@@ -1,5 +1,5 @@
 """Looking apps up by id (HTTP API) and by key (WebSocket handshake), and telling the node when apps
-change (README, "Changing apps without a restart").
+change (docs/apps.md, "Changes without a restart").
 
 Lookups are coroutines because apps may come from a database (`shared.apps.database`); for a cached
 app they return at once without suspending. A change (a reloaded apps file, a database refresh)

@@ -1,5 +1,5 @@
 """soketi's names for app fields, so its apps lists, config files and SQL tables work unchanged
-(README, "Moving from soketi").
+(docs/apps.md, "soketi's names").
 
 soketi stores one app under three spellings: snake_case SQL columns (Herald's own names), camelCase
 keys in its JSON config (`appManager.array.apps`) and PascalCase DynamoDB attributes. This module is

@@ -1,5 +1,4 @@
-"""Rates per app, cluster-wide: the HTTP API's events and read requests per second (README, "Abuse
-controls").
+"""Rates per app, cluster-wide: the HTTP API's events and read requests per second (docs/apps.md, "API rates").
 
 The rule is GCRA (a token bucket kept as one timestamp): an app with a limit of N per second may
 spend N points at once and regains one point every 1/N s. Compared with soketi's fixed one-second
