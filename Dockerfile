@@ -22,9 +22,10 @@ RUN python -m venv /opt/tools \
     && echo /opt/herald-app > "$(/opt/herald/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/herald-app.pth"
 WORKDIR /src
 # Dependency layer: rebuilt only when pyproject.toml changes. Every dependency ships manylinux wheels
-# (uvloop, httptools, hiredis, orjson, msgpack), so no compiler.
+# (uvloop, httptools, hiredis, orjson, msgpack, asyncpg), so no compiler. The image includes the
+# database drivers of --apps-db (the postgres and mysql extras).
 COPY pyproject.toml ./
-RUN /opt/tools/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+RUN /opt/tools/bin/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['postgres'] + p['optional-dependencies']['mysql']))" > requirements.txt \
     && /opt/tools/bin/pip --python /opt/herald/bin/python install -q -r requirements.txt
 # Code layer (.dockerignore lets in only the packages, README.md and LICENSE).
 COPY . ./
