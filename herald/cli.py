@@ -19,6 +19,8 @@ from shared.apps.registry import AppRegistry
 from shared.backend import Backend, memory_backend
 from shared.protocol.codes import ACTIVITY_TIMEOUT_S, PONG_TIMEOUT_S
 from shared.redis.backend import DEFAULT_PREFIX, redis_backend
+from shared.redis.connection import RedisConfigError, TlsOptions
+from shared.redis.health import DEFAULT_UNREADY_AFTER_S
 from shared.state.redis_node import NODE_LEASE_S, REAPER_INTERVAL_S
 from shared.webhooks.queue import DEFAULT_WORKERS
 
@@ -68,6 +70,39 @@ def env_flag(
     parser.add_argument(flag, type=parse, default=value, choices=choices, help=f"{help} [{where}]")
 
 
+# -- Redis connection flags (README, "Redis") -------------------------------------------------------
+
+
+def _truthy(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(raw)
+    return value in ("1", "true", "yes", "on")
+
+
+def add_redis_flags(p: argparse.ArgumentParser) -> None:
+    env_flag(p, "--redis-tls-ca-file", "REDIS_TLS_CA_FILE", None,
+             "PEM CA bundle that verifies the Redis server with rediss:// (default: the system's CAs)")
+    env_flag(p, "--redis-tls-cert-file", "REDIS_TLS_CERT_FILE", None,
+             "PEM client certificate for Redis servers that require one")
+    env_flag(p, "--redis-tls-key-file", "REDIS_TLS_KEY_FILE", None, "PEM private key of that certificate")
+    raw = os.environ.get("HERALD_REDIS_TLS_INSECURE", "")
+    try:
+        insecure = _truthy(raw) if raw else False
+    except ValueError:
+        raise EnvError(f"HERALD_REDIS_TLS_INSECURE={raw!r} is not a boolean (used for --redis-tls-insecure)") from None
+    p.add_argument("--redis-tls-insecure", action="store_true", default=insecure,
+                   help="do not verify the Redis server's certificate or host name; tests only "
+                        "[HERALD_REDIS_TLS_INSECURE=1]")
+    env_flag(p, "--redis-unready-after", "REDIS_UNREADY_AFTER", DEFAULT_UNREADY_AFTER_S,
+             "seconds without Redis before /ready answers 503; clients stay connected either way", float)
+
+
+def redis_tls(args: argparse.Namespace) -> TlsOptions:
+    return TlsOptions(ca_file=args.redis_tls_ca_file, cert_file=args.redis_tls_cert_file,
+                      key_file=args.redis_tls_key_file, insecure=args.redis_tls_insecure)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="herald", description="Pusher Channels protocol server",
@@ -96,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         env_flag(p, "--redis-url", "REDIS_URL", None, "Redis URL for cluster mode; without it state is in memory")
         env_flag(p, "--redis-prefix", "REDIS_PREFIX", DEFAULT_PREFIX,
                  "key and topic prefix, so several deployments can share one Redis")
+        add_redis_flags(p)
         env_flag(p, "--node-lease", "NODE_LEASE", NODE_LEASE_S,
                  "seconds without a heartbeat before a node counts as dead and is reaped", float)
         env_flag(p, "--reaper-interval", "REAPER_INTERVAL", REAPER_INTERVAL_S, "seconds between reaper runs", float)
@@ -154,7 +190,8 @@ def make_backend(args: argparse.Namespace, registry: AppRegistry) -> Backend:
         return memory_backend(registry, webhook_workers=args.webhook_workers)
     return redis_backend(args.redis_url, prefix=args.redis_prefix, lease_s=args.node_lease,
                          reaper_interval_s=args.reaper_interval, apps=registry,
-                         webhook_workers=args.webhook_workers)
+                         webhook_workers=args.webhook_workers, tls=redis_tls(args),
+                         unready_after_s=args.redis_unready_after)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,7 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         pong_timeout_s=args.pong_timeout, drain_s=args.drain_seconds, log_level=args.log_level,
         max_node_connections=args.max_node_connections, max_node_connection_rate=args.max_node_connection_rate,
     )
-    backend = make_backend(args, registry)
+    try:
+        backend = make_backend(args, registry)
+    except RedisConfigError as exc:
+        print(f"herald: Redis configuration error: {exc}", file=sys.stderr)
+        return 2
     node = Node(registry, backend, settings, gateway=gateway, http_api=http_api)
     log.info("herald %s listening on %s:%d (%s)", args.command, args.host, args.port,
              "redis" if args.redis_url else "in-memory")

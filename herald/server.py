@@ -90,9 +90,14 @@ class Node:
         return JSONResponse({"ok": True})
 
     async def readiness(self, request: Request) -> Response:
-        if self.ready:
-            return JSONResponse({"ready": True})
-        return JSONResponse({"ready": False}, status_code=503)
+        """Ready once started and until draining, and while Redis is reachable or was lost only recently
+        (the policy and why: shared/redis/health.py). Liveness (`health`) never looks at Redis."""
+        redis = self.backend.node.redis_health
+        ready = self.ready and (redis is None or redis.ready())
+        body: dict[str, object] = {"ready": ready}
+        if redis is not None:
+            body["redis"] = redis.facts()
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+if TYPE_CHECKING:
+    from shared.redis.health import RedisHealth
 
 CONNECTIONS = Gauge("herald_connections", "Open WebSocket connections on this node")
 CONNECTIONS_TOTAL = Counter("herald_connections_opened_total", "WebSocket connections accepted")
@@ -36,3 +44,29 @@ WEBHOOKS_CANCELLED = Counter(
     "occupy/add that withdrew it)",
     ["event"],
 )
+
+
+class RedisHealthCollector:
+    """`herald_redis_*`: read at scrape time from the process's `RedisHealth` (shared/redis/health.py),
+    so the outage counter includes an outage still going on. Nothing is exported without Redis."""
+
+    def __init__(self) -> None:
+        self._health: RedisHealth | None = None
+
+    def watch(self, health: RedisHealth) -> None:
+        self._health = health
+
+    def collect(self) -> Iterator[Metric]:
+        health = self._health
+        if health is None:
+            return
+        yield GaugeMetricFamily("herald_redis_up", "1 while this process reaches Redis (commands and every "
+                                "pub/sub subscriber connection), else 0", value=1 if health.up else 0)
+        yield CounterMetricFamily("herald_redis_reconnects", "Times this process got Redis back after losing it",
+                                  value=health.reconnects)
+        yield CounterMetricFamily("herald_redis_outage_seconds", "Seconds this process could not reach Redis, "
+                                  "counted from its first connection", value=health.outage_s_total())
+
+
+REDIS = RedisHealthCollector()
+REGISTRY.register(REDIS)

@@ -16,7 +16,7 @@ from pusher.http import POST, Request
 from tests.authserver import AuthServer
 from tests.helpers import HeraldProcess, start_herald
 from tests.pusherjs import NodeDriver, PusherJsClient
-from tests.redis_server import RedisClusterFixture, RedisServer
+from tests.redis_server import RedisClusterFixture, RedisServer, SentinelSetup
 
 # Short lease and reaper interval so node-death tests finish quickly.
 LEASE_S = 3.0
@@ -27,7 +27,7 @@ REAP_DEADLINE_S = LEASE_S + REAPER_S + 10
 
 @dataclass
 class Cluster:
-    redis: RedisServer | RedisClusterFixture
+    redis: RedisServer | RedisClusterFixture | SentinelSetup
     gateways: list[HeraldProcess]
     api: HeraldProcess
     tmp: Path
@@ -48,9 +48,9 @@ class Cluster:
         self.redis.stop()
 
 
-def start_cluster(tmp: Path, redis: RedisServer | RedisClusterFixture, apps: list[dict[str, Any]],
+def start_cluster(tmp: Path, redis: RedisServer | RedisClusterFixture | SentinelSetup, apps: list[dict[str, Any]],
                   gateways: int = 3, prefix: str = "herald", extra_args: list[str] | None = None) -> Cluster:
-    common = ["--redis-url", redis.url, "--redis-prefix", prefix, "--node-lease", str(LEASE_S),
+    common = [*redis.herald_args(), "--redis-prefix", prefix, "--node-lease", str(LEASE_S),
               "--reaper-interval", str(REAPER_S), "--drain-seconds", "0.2", "--log-level", "warning",
               *(extra_args or [])]
     procs = [start_herald(tmp, apps=apps, command="gateway", extra_args=common, name=f"gw{i}")

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import HeraldProcess, running_herald
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisClusterFixture, RedisServer
+from tests.tlscerts import Certs, make_certs
 
 # Apps every end-to-end test can rely on; tests that need other settings start their own server.
 # Ids are numeric: the PyPI pusher SDK accepts no other.
@@ -30,6 +31,42 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA with server (127.0.0.1, localhost) and client certificates, made for this session."""
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
+def redis_tls(tmp_path_factory: pytest.TempPathFactory, redis_certs: Certs) -> Iterator[RedisServer]:
+    """A redis-server speaking only TLS and requiring a client certificate, for the whole session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-tls"), tls=redis_certs).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_unix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server on a unix socket only (no TCP port), for the whole session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-unix"), unix=True).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterFixture]:
+    """A three-master Redis Cluster for the whole session."""
+    cluster = RedisClusterFixture(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

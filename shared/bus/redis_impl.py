@@ -4,13 +4,15 @@ redis-py's asyncio pub/sub reader tops out near 100k messages/s on this class of
 protocol parses replies with hiredis and hands each envelope to the hub straight from
 `data_received`, several times faster, and it confirms every SUBSCRIBE before `subscribe()` returns.
 
-Per-channel topics (docs/cluster.md, "Fan-out"): a node subscribes only to the channels its sockets
-are in. With Redis Cluster the topics are sharded channels (SSUBSCRIBE/SPUBLISH), one subscriber
-connection per shard that owns a topic's slot.
+Per-channel topics (docs/cluster.md, "Fan-out"): a node subscribes only to the channels its sockets are in.
+With Redis Cluster the topics are sharded channels (SSUBSCRIBE/SPUBLISH), one subscriber connection
+per shard that owns a topic's slot. Connections come from `shared.redis.connection` (TLS, unix
+sockets, ACL users, Sentinel), the protocol state from `shared.redis.subscriber`.
 
 Delivery guarantee: at most once. While a subscriber connection is down, messages for its topics
-are lost; it reconnects with capped, jittered exponential back-off and re-subscribes every topic
-still wanted.
+are lost; it reconnects with capped, jittered exponential back-off (under Sentinel, to whichever
+server the sentinels name as master now) and re-subscribes every topic still wanted. Connections are
+pinged, so one to a server that vanished without closing TCP is noticed and replaced.
 """
 
 from __future__ import annotations
@@ -19,34 +21,34 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import hiredis
-from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisError
 
 from shared.bus.base import Bus, BusUnavailable, Envelope, Receiver
+from shared.redis.connection import Address, RedisConnector
+from shared.redis.health import RedisHealth
+from shared.redis.subscriber import Dropped, Reply, Subscribed, SubscribeRefused, SubscriberState
 
 log = logging.getLogger("herald.bus")
 
 SUBSCRIBE_TIMEOUT_S = 5.0
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 1.0
-
-
-def _encode_command(*parts: bytes | str) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        raw = part.encode() if isinstance(part, str) else part
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
+# Every subscriber connection is pinged this often; one that has not answered by the next ping is
+# closed and reconnected (a server that vanished without closing TCP: a dead VM, a partition).
+PING_INTERVAL_S = 5.0
+# While reconnecting, the reason is logged on the first failure and then every this many attempts.
+RECONNECT_LOG_EVERY = 30
 
 
 class _SubscriberProtocol(asyncio.Protocol):
+    """Moves bytes between the transport and the connection's `SubscriberState`."""
+
     def __init__(self, owner: SubscriberConnection) -> None:
         self.owner = owner
-        self.reader = hiredis.Reader()
+        self.receive_data = owner.state.receive_data
         self.transport: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -54,152 +56,190 @@ class _SubscriberProtocol(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        owner = self.owner
-        while True:
-            reply = self.reader.gets()
-            if reply is False:
-                return
-            owner.on_reply(reply)
+        if self.receive_data(data):
+            self.owner.on_events()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.on_lost()
+        self.owner.on_lost(self)
 
 
 class SubscriberConnection:
-    """One connection to one Redis server carrying (S)SUBSCRIBE for a set of topics."""
+    """One connection to one Redis server carrying (S)SUBSCRIBE for a set of topics; reconnects (asking
+    the connector where the server is now, so under Sentinel it follows the master) and re-subscribes."""
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        connector: RedisConnector,
+        node: Address | None,
         sharded: bool,
-        on_message: Callable[[bytes], None],
-        username: str | None = None,
-        password: str | None = None,
+        bus: RedisBus,
+        health: RedisHealth | None = None,
     ) -> None:
-        self.host, self.port, self.sharded = host, port, sharded
-        self.username, self.password = username, password
-        self.on_message = on_message
-        self.topics: set[bytes] = set()
+        self.connector = connector
+        self.node = node  # a Redis Cluster node, or None: the server the connector names
+        self.bus = bus
+        self.health = health
+        self.name = f"subscriber {connector.describe_target(node)}"
+        self.state = SubscriberState(sharded, bus.on_message)
+        self.reconnects = 0
+        self.last_error: str | None = None  # why the last connection attempt failed
         self._acks: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._command_replies: list[asyncio.Future[Any]] = []
+        self._replies: list[asyncio.Future[Reply]] = []
         self._protocol: _SubscriberProtocol | None = None
         self._connected = asyncio.Event()
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
-        self._sub = b"SSUBSCRIBE" if sharded else b"SUBSCRIBE"
-        self._unsub = b"SUNSUBSCRIBE" if sharded else b"UNSUBSCRIBE"
-        self._msg = b"smessage" if sharded else b"message"
-        self._ack = b"ssubscribe" if sharded else b"subscribe"
+        self._ping_unanswered = False
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    async def connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(lambda: _SubscriberProtocol(self), self.host, self.port)
-        self._protocol = protocol
-        if self.password:
-            auth = (self.username, self.password) if self.username else (self.password,)
-            reply = await self._command(b"AUTH", *[a.encode() for a in auth if a])
-            if isinstance(reply, hiredis.ReplyError):
-                raise ConnectionError(f"Redis AUTH failed: {reply}")
-        if self.topics:
-            self._write(_encode_command(self._sub, *self.topics))
-        self._connected.set()
+    @property
+    def topics(self) -> set[bytes]:
+        return self.state.topics
 
-    async def _command(self, *parts: bytes) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._command_replies.append(fut)
-        self._write(_encode_command(*parts))
+    async def connect(self) -> None:
+        protocol = await self.connector.open_subscriber(lambda: _SubscriberProtocol(self), self.node)
+        self._protocol = protocol
+        self._ping_unanswered = False
+        try:
+            self._write(self.state.connection_made(*self.connector.auth))
+            if self.connector.auth[1]:
+                reply = await self._next_reply()
+                if reply.error is not None:
+                    raise ConnectionError(f"Redis refused the subscriber's credentials: {reply.error}")
+        except BaseException:
+            self._protocol = None  # so its connection_lost is ignored; the caller decides what follows
+            protocol.transport.close()
+            raise
+        self.last_error = None
+        self._connected.set()
+        if self.health is not None:
+            self.health.report(self.name, True)
+
+    async def _next_reply(self) -> Reply:
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._replies.append(fut)
         return await asyncio.wait_for(fut, SUBSCRIBE_TIMEOUT_S)
 
     def _write(self, data: bytes) -> None:
+        if not data:
+            return
         if self._protocol is None or self._protocol.transport is None:
             raise BusUnavailable("Redis subscriber connection is down")
         self._protocol.transport.write(data)
 
-    def on_reply(self, reply: Any) -> None:
-        if isinstance(reply, list) and reply:
-            kind = reply[0]
-            if kind == self._msg:
-                try:
-                    self.on_message(reply[2])
-                except Exception:
-                    log.exception("bus receiver failed")
-                return
-            if kind == self._ack:
-                waiters = self._acks.get(reply[1])
-                if waiters:
-                    fut = waiters.pop(0)
-                    if not waiters:
-                        del self._acks[reply[1]]
-                    if not fut.done():
-                        fut.set_result(None)
-                return
-            if kind in (b"unsubscribe", b"sunsubscribe"):
-                return
-        if self._command_replies:
-            fut = self._command_replies.pop(0)
-            if not fut.done():
-                fut.set_result(reply)
-            return
-        if isinstance(reply, hiredis.ReplyError):
-            log.warning("redis subscriber error: %s", reply)
+    def on_events(self) -> None:
+        for event in self.state.take_events():
+            if isinstance(event, Subscribed):
+                self._settle(event.topic, None)
+            elif isinstance(event, SubscribeRefused):
+                log.error("Redis refused the subscription to %r: %s", event.topic, event.error)
+                self._settle(event.topic, BusUnavailable(f"Redis refused the subscription: {event.error}"))
+            elif isinstance(event, Dropped):
+                self.bus.on_dropped(event.topic)
+            elif event.command == b"PING":
+                self._ping_unanswered = False
+            elif self._replies:
+                fut = self._replies.pop(0)
+                if not fut.done():
+                    fut.set_result(event)
+            elif event.error is not None:
+                log.warning("redis subscriber error: %s", event.error)
 
-    def on_lost(self) -> None:
+    def _settle(self, topic: bytes, error: Exception | None) -> None:
+        waiters = self._acks.get(topic)
+        if not waiters:
+            return
+        fut = waiters.pop(0)
+        if not waiters:
+            del self._acks[topic]
+        if not fut.done():
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
+
+    def on_lost(self, protocol: _SubscriberProtocol | None = None) -> None:
+        if protocol is not None and protocol is not self._protocol:
+            return  # a connection given up on during its handshake
         self._protocol = None
+        was_connected = self.connected
         self._connected.clear()
         for waiters in self._acks.values():
             for fut in waiters:
                 if not fut.done():
                     fut.set_exception(BusUnavailable("Redis connection lost"))
         self._acks.clear()
-        for fut in self._command_replies:
-            if not fut.done():
-                fut.set_exception(ConnectionError("Redis connection lost"))
-        self._command_replies.clear()
+        for reply in self._replies:
+            if not reply.done():
+                reply.set_exception(ConnectionError("Redis connection lost"))
+        self._replies.clear()
+        if self.health is not None and not self._closing:
+            self.health.report(self.name, False)
         if not self._closing and self._reconnect_task is None:
-            log.warning("redis subscriber %s:%d lost; reconnecting", self.host, self.port)
+            if was_connected:
+                log.warning("redis %s lost; reconnecting", self.name)
             self._reconnect_task = asyncio.ensure_future(self._reconnect())
 
     async def _reconnect(self) -> None:
         delay = RECONNECT_MIN_S
+        attempts = 0
         try:
             while not self._closing:
                 try:
                     await self.connect()
-                except (TimeoutError, OSError, ConnectionError):
+                except (TimeoutError, OSError, ConnectionError, RedisError) as exc:
+                    self.failed(exc)
+                    if attempts % RECONNECT_LOG_EVERY == 0:
+                        log.warning("redis %s: cannot connect (%s); retrying", self.name, self.last_error)
+                    attempts += 1
                     await asyncio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, RECONNECT_MAX_S)
                     continue
-                log.info("redis subscriber %s:%d reconnected; %d topics re-subscribed",
-                         self.host, self.port, len(self.topics))
+                self.reconnects += 1
+                log.info("redis %s reconnected; %d topics re-subscribed", self.name, len(self.topics))
                 return
         finally:
             self._reconnect_task = None
 
+    def failed(self, exc: BaseException) -> None:
+        self.last_error = str(exc) or type(exc).__name__
+
+    def ping(self) -> None:
+        """Send a PING; if the previous one is still unanswered, the connection is dead: drop it."""
+        if not self.connected or self._protocol is None:
+            return
+        if self._ping_unanswered:
+            log.warning("redis %s did not answer a ping in %.0fs; reconnecting", self.name, PING_INTERVAL_S)
+            self._protocol.transport.abort()
+            return
+        self._ping_unanswered = True
+        self._write(self.state.ping())
+
     async def subscribe(self, topic: bytes) -> None:
-        self.topics.add(topic)
         if not self.connected:
-            raise BusUnavailable("Redis is unavailable; subscription will be restored on reconnect")
+            self.state.topics.add(topic)
+            reason = f" ({self.last_error})" if self.last_error else ""
+            raise BusUnavailable(f"Redis is unavailable{reason}; subscription will be restored on reconnect")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._acks.setdefault(topic, []).append(fut)
-        self._write(_encode_command(self._sub, topic))
+        self._write(self.state.subscribe(topic))
         try:
             await asyncio.wait_for(asyncio.shield(fut), SUBSCRIBE_TIMEOUT_S)
         except TimeoutError as exc:
             raise BusUnavailable("Redis did not confirm the subscription in time") from exc
 
     def unsubscribe(self, topic: bytes) -> None:
-        self.topics.discard(topic)
+        data = self.state.unsubscribe(topic)
         if self.connected:
-            self._write(_encode_command(self._unsub, topic))
+            self._write(data)
 
     async def close(self) -> None:
         self._closing = True
+        if self.health is not None:
+            self.health.forget(self.name)
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
         if self._protocol is not None and self._protocol.transport is not None:
@@ -209,18 +249,22 @@ class SubscriberConnection:
 class RedisBus:
     """See `Bus`: Redis pub/sub with per-channel topics (`{prefix}:ev:{app}:{channel}`)."""
 
-    def __init__(self, url: str, prefix: str, client: Any, cluster: bool) -> None:
-        self.url = url
+    def __init__(self, connector: RedisConnector, prefix: str, client: Any, cluster: bool,
+                 health: RedisHealth | None = None) -> None:
+        self.connector = connector
         self.prefix = prefix
         self.client = client  # redis.asyncio.Redis or RedisCluster, for publishing
         self.cluster = cluster
+        self.health = health
         self._receivers: list[Receiver] = []
         self._refs: dict[bytes, int] = {}
-        self._connections: dict[tuple[str, int], SubscriberConnection] = {}
-        opts = parse_url(url)
-        self._username = opts.get("username")
-        self._password = opts.get("password")
-        self._default_addr = (str(opts.get("host", "localhost")), int(opts.get("port", 6379)))
+        self._connections: dict[Address | None, SubscriberConnection] = {}
+        self._pinger: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    @property
+    def connections(self) -> list[SubscriberConnection]:
+        return list(self._connections.values())
 
     def set_receiver(self, receiver: Receiver) -> None:
         self._receivers.append(receiver)
@@ -228,14 +272,32 @@ class RedisBus:
     def topic(self, app_id: str, channel: str) -> bytes:
         return f"{self.prefix}:ev:{app_id}:{channel}".encode()
 
-    def _on_message(self, raw: bytes) -> None:
-        env = Envelope.unpack(raw)
-        for receiver in self._receivers:
-            receiver(env)
+    def on_message(self, raw: bytes) -> None:
+        try:
+            env = Envelope.unpack(raw)
+            for receiver in self._receivers:
+                receiver(env)
+        except Exception:
+            log.exception("bus receiver failed")
 
-    def _address_for(self, topic: bytes) -> tuple[str, int]:
+    def on_dropped(self, topic: bytes) -> None:
+        """Redis ended a subscription still wanted (its cluster slot moved): subscribe where it lives now."""
+        if topic in self._refs:
+            log.warning("Redis ended the subscription to %r; subscribing again", topic)
+            task = asyncio.ensure_future(self._resubscribe(topic))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _resubscribe(self, topic: bytes) -> None:
+        with contextlib.suppress(BusUnavailable):
+            if self.cluster:
+                await self.client.nodes_manager.initialize()  # the slot map moved with the slot
+            conn = await self._connection_for(topic)
+            await conn.subscribe(topic)
+
+    def _address_for(self, topic: bytes) -> Address | None:
         if not self.cluster:
-            return self._default_addr
+            return None
         node = self.client.get_node_from_key(topic)
         return (node.host, node.port)
 
@@ -243,23 +305,36 @@ class RedisBus:
         addr = self._address_for(topic)
         conn = self._connections.get(addr)
         if conn is None:
-            conn = SubscriberConnection(
-                addr[0], addr[1], self.cluster, self._on_message, self._username, self._password,
-            )
+            conn = SubscriberConnection(self.connector, addr, self.cluster, self, self.health)
             self._connections[addr] = conn
             try:
                 await conn.connect()
-            except (OSError, ConnectionError) as exc:
+            except (TimeoutError, OSError, ConnectionError, RedisError) as exc:
+                conn.failed(exc)
                 conn.on_lost()  # starts the reconnect loop
-                raise BusUnavailable(f"cannot reach Redis at {addr[0]}:{addr[1]}") from exc
+                raise BusUnavailable(f"cannot reach Redis ({conn.name}): {exc}") from exc
         return conn
 
     async def start(self) -> None:
         if not self.cluster:
             with contextlib.suppress(BusUnavailable):
                 await self._connection_for(b"")
+        self._pinger = asyncio.create_task(self._ping_forever())
+
+    async def _ping_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PING_INTERVAL_S)
+            for conn in list(self._connections.values()):
+                try:
+                    conn.ping()
+                except Exception:
+                    log.exception("pinging %s failed", conn.name)
 
     async def close(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
         for conn in self._connections.values():
             await conn.close()
         self._connections.clear()

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.bus.base import BusUnavailable
 from shared.protocol.users import user_key
+
+if TYPE_CHECKING:
+    from shared.redis.health import RedisHealth
 
 
 class StoreUnavailable(BusUnavailable):
@@ -159,6 +162,11 @@ class NodeLease(Protocol):
     def healthy(self) -> bool:
         """False from a failed state operation or heartbeat until the node's records are re-synced."""
 
+    @property
+    def redis_health(self) -> RedisHealth | None:
+        """Whether this process reaches Redis, since when, how often it lost it (shared/redis/health.py):
+        the facts behind /ready and the herald_redis_* metrics. None in one process (no Redis)."""
+
     def add_transitions_listener(self, listener: TransitionsListener) -> None:
         """Called with the transitions of every repair and reap, once each, cluster-wide."""
 
@@ -173,6 +181,7 @@ class LocalNode:
     """The `NodeLease` of a single process: nothing can die without this node dying too."""
 
     healthy = True
+    redis_health = None
 
     def add_transitions_listener(self, listener: TransitionsListener) -> None:
         return None

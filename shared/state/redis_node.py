@@ -42,6 +42,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from shared.clock import Clock
+from shared.redis.health import COMMANDS, RedisHealth
 from shared.redis.scripts import ScriptRunner, load_script
 from shared.state.base import Member, NodeLease, StoreUnavailable, Transitions, TransitionsListener
 
@@ -131,6 +132,7 @@ class RedisNode:
         reaper_interval_s: float = REAPER_INTERVAL_S,
         clock: Clock = time.time,
         recovery_grace_s: float = RECOVERY_GRACE_S,
+        health: RedisHealth | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -155,10 +157,17 @@ class RedisNode:
         self.failed_users: set[tuple[str, str]] = set()
         self._healthy = False
         self._outage_seen = False
+        # Reachability facts for /ready and metrics; the heartbeat reports the command side, the bus
+        # its subscriber connections.
+        self.health = health if health is not None else RedisHealth()
 
     @property
     def healthy(self) -> bool:
         return self._healthy
+
+    @property
+    def redis_health(self) -> RedisHealth:
+        return self.health
 
     # -- helpers for the stores ----------------------------------------------------------------
 
@@ -220,8 +229,9 @@ class RedisNode:
         self._registered_apps = set()
         try:
             await self.heartbeat()
-        except (RedisError, OSError):
-            log.warning("Redis unavailable at start; will retry", exc_info=True)
+        except (RedisError, OSError) as exc:
+            self.health.report(COMMANDS, False)
+            log.warning("Redis unavailable at start (%s); will retry", exc)
         self._tasks = [
             asyncio.create_task(self._every(self.heartbeat_s, self.heartbeat)),
             asyncio.create_task(self._every(self.reaper_interval_s, self.reap)),
@@ -246,6 +256,7 @@ class RedisNode:
             try:
                 await job()
             except (RedisError, OSError, StoreUnavailable) as exc:
+                self.health.report(COMMANDS, False)
                 if self._healthy:
                     log.warning("Redis unavailable (%s); node state will be re-synced", exc)
                 self._healthy = False
@@ -287,6 +298,7 @@ class RedisNode:
             await self.sync_all()
         self._healthy = True
         self._outage_seen = False
+        self.health.report(COMMANDS, True)
 
     async def sync_all(self) -> None:
         async with self.gate.exclusive():

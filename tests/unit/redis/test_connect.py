@@ -1,0 +1,159 @@
+"""The bus's subscriber and the command client built by one `RedisConnector`, against real
+redis-servers over every transport (plain TCP, a unix socket, TLS), and what happens when TLS or
+credentials are wrong: a clear error, never a silent fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from shared.bus.base import BusUnavailable, Envelope
+from shared.bus.redis_impl import RedisBus
+from shared.redis.acl import acl_rule
+from shared.redis.connection import RedisConnector, TlsOptions, parse_redis_url
+from shared.redis.health import COMMANDS, RedisHealth
+from tests.redis_server import RedisServer
+from tests.tlscerts import Certs, make_certs
+
+WAIT_S = 10.0
+
+
+def client_tls(certs: Certs, **overrides: object) -> TlsOptions:
+    options = {"ca_file": str(certs.ca), "cert_file": str(certs.client_cert), "key_file": str(certs.client_key)}
+    return TlsOptions(**{**options, **overrides})  # type: ignore[arg-type]
+
+
+class Probe:
+    """A bus and a command client from one connector; records what the bus delivers."""
+
+    def __init__(self, url: str, tls: TlsOptions | None = None, prefix: str = "herald") -> None:
+        self.connector = RedisConnector(parse_redis_url(url, tls))
+        self.client = self.connector.command_client(cluster=False)
+        self.health = RedisHealth()
+        self.health.report(COMMANDS, True)  # no node here: only the subscriber's part counts
+        self.bus = RedisBus(self.connector, f"{prefix}:{uuid.uuid4().hex[:6]}", self.client, False, self.health)
+        self.received: asyncio.Queue[Envelope] = asyncio.Queue()
+        self.bus.set_receiver(self.received.put_nowait)
+
+    async def round_trip(self) -> None:
+        """Subscribe, publish through the command client, receive through the subscriber."""
+        await self.bus.subscribe("app", "news")
+        await self.bus.publish(Envelope("app", "news", "e", "payload"))
+        got = await asyncio.wait_for(self.received.get(), WAIT_S)
+        assert (got.channel, got.data) == ("news", "payload")
+
+    async def close(self) -> None:
+        await self.bus.close()
+        await self.client.aclose()
+        await self.connector.aclose()
+
+
+@pytest.fixture
+async def probes() -> AsyncIterator[list[Probe]]:
+    made: list[Probe] = []
+    yield made
+    for probe in made:
+        await probe.close()
+
+
+async def started(probes: list[Probe], url: str, tls: TlsOptions | None = None, prefix: str = "herald") -> Probe:
+    probe = Probe(url, tls, prefix)
+    probes.append(probe)
+    await probe.bus.start()
+    return probe
+
+
+async def test_tcp(redis_url: str, probes: list[Probe]) -> None:
+    probe = await started(probes, redis_url)
+    await probe.round_trip()
+    assert probe.health.up and [c.node for c in probe.bus.connections] == [None]
+
+
+async def test_unix_socket(redis_unix: RedisServer, probes: list[Probe]) -> None:
+    """The subscriber connects to the socket too (it used to try localhost:6379 and stay silent)."""
+    probe = await started(probes, redis_unix.url)
+    await probe.round_trip()
+    assert probe.health.up
+
+
+async def test_tls_with_ca_and_client_certificate(redis_tls: RedisServer, redis_certs: Certs,
+                                                  probes: list[Probe]) -> None:
+    probe = await started(probes, redis_tls.url, client_tls(redis_certs))
+    await probe.round_trip()
+    assert probe.health.up
+    # Host names are checked against the certificate: "localhost" is in it as well as 127.0.0.1.
+    by_name = await started(probes, redis_tls.url.replace("127.0.0.1", "localhost"), client_tls(redis_certs))
+    await by_name.round_trip()
+
+
+async def test_tls_refuses_a_server_signed_by_an_unknown_ca(
+    redis_tls: RedisServer, tmp_path: Path, probes: list[Probe]
+) -> None:
+    stranger = make_certs(tmp_path / "other", ca_name="Some other CA")
+    probe = await started(probes, redis_tls.url, client_tls(stranger))
+    with pytest.raises(BusUnavailable, match="certificate verify failed"):
+        await probe.bus.subscribe("app", "news")
+    with pytest.raises(RedisConnectionError, match="certificate verify failed"):
+        await probe.client.ping()
+    assert not probe.health.up
+
+
+async def test_tls_checks_the_host_name(tmp_path: Path, probes: list[Probe]) -> None:
+    certs = make_certs(tmp_path / "certs", server_names=("redis.example.com",))
+    server = RedisServer(tmp_path, tls=certs, tls_auth_clients="no").start()
+    try:
+        probe = await started(probes, server.url, TlsOptions(ca_file=str(certs.ca)))
+        with pytest.raises(BusUnavailable, match="certificate verify failed: IP address mismatch"):
+            await probe.bus.subscribe("app", "news")
+        # --redis-tls-insecure skips the checks (for tests and emergencies), and says so in the log.
+        insecure = await started(probes, server.url, TlsOptions(insecure=True))
+        await insecure.round_trip()
+    finally:
+        server.cleanup()
+
+
+async def test_tls_client_certificate_required_by_the_server(
+    redis_tls: RedisServer, redis_certs: Certs, probes: list[Probe]
+) -> None:
+    probe = await started(probes, redis_tls.url, TlsOptions(ca_file=str(redis_certs.ca)))
+    with pytest.raises(BusUnavailable):
+        await probe.bus.subscribe("app", "news")
+    with pytest.raises(RedisConnectionError):
+        await probe.client.ping()
+
+
+@pytest.fixture(scope="module")
+def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("acl"), acl=[f"user herald {acl_rule('herald', 'herald-pw')}"],
+                         username="herald", password="herald-pw").start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+async def test_acl_user_and_password(acl_server: RedisServer, probes: list[Probe]) -> None:
+    probe = await started(probes, acl_server.url)
+    await probe.round_trip()
+
+
+async def test_wrong_password_is_named_in_the_error(acl_server: RedisServer, probes: list[Probe]) -> None:
+    probe = await started(probes, acl_server.url.replace("herald-pw", "wrong"))
+    with pytest.raises(BusUnavailable, match="WRONGPASS"):
+        await probe.bus.subscribe("app", "news")
+
+
+async def test_a_channel_the_acl_refuses_fails_the_subscription_at_once(
+    acl_server: RedisServer, probes: list[Probe]
+) -> None:
+    """With a prefix outside the ACL's channel pattern, subscribing fails with Redis's reason (no timeout)."""
+    probe = await started(probes, acl_server.url, prefix="elsewhere")
+    with pytest.raises(BusUnavailable, match="NOPERM"):
+        await asyncio.wait_for(probe.bus.subscribe("app", "news"), WAIT_S)
+    # The refused topic is not retried on its own; the connection still serves others.
+    assert probe.bus.connections[0].connected and probe.bus.connections[0].topics == set()
