@@ -205,9 +205,12 @@ class RedisServer:
 class RedisClusterFixture:
     """Three masters, no replicas, made with `redis-cli --cluster create` (over TLS with `tls`)."""
 
-    def __init__(self, workdir: Path, masters: int = 3, tls: Certs | None = None) -> None:
+    def __init__(self, workdir: Path, masters: int = 3, tls: Certs | None = None, acl: Sequence[str] = (),
+                 username: str | None = None, password: str | None = None) -> None:
         self.tls = tls
-        self.servers = [RedisServer(workdir, cluster=True, tls=tls) for _ in range(masters)]
+        self.acl = list(acl)
+        self.servers = [RedisServer(workdir, cluster=True, tls=tls, acl=acl, username=username, password=password)
+                        for _ in range(masters)]
 
     @property
     def url(self) -> str:
@@ -224,13 +227,15 @@ class RedisClusterFixture:
         if self.tls is not None:
             tls = ["--tls", "--cacert", str(self.tls.ca), "--cert", str(self.tls.client_cert),
                    "--key", str(self.tls.client_key)]
+        if self.acl:
+            tls += ["--user", ADMIN_USER, "--pass", ADMIN_PASSWORD]
         subprocess.run(
             ["redis-cli", *tls, "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"],
             check=True, capture_output=True, timeout=30,
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         for server in self.servers:
-            client = server.client()
+            client = server.admin() if self.acl else server.client()
             while client.execute_command("CLUSTER", "INFO").decode().find("cluster_state:ok") < 0:
                 if time.monotonic() > deadline:
                     raise RuntimeError("Redis Cluster did not reach cluster_state:ok")

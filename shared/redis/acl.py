@@ -23,8 +23,9 @@ DATA = (
     "sadd", "smembers",
     "zadd", "zrem", "zrange", "zrangebyscore",
 )
-# Redis Cluster only: redis-py reads the slot map with these.
-CLUSTER = ("cluster|slots", "cluster|shards", "cluster|nodes", "readonly")
+# Redis Cluster only: redis-py reads the slot map (CLUSTER SLOTS) and where each command's keys are
+# (COMMAND).
+CLUSTER = ("cluster|slots", "command")
 
 COMMANDS = CONNECTION + PUBSUB + SCRIPTS + DATA + CLUSTER
 

@@ -77,7 +77,10 @@ FORMS = {
     "tls": lambda tmp, certs: RedisServer(tmp, tls=certs),
     "unix": lambda tmp, certs: RedisServer(tmp, unix=True, password="unix-pw", config=["requirepass unix-pw"], db=1),
     "acl": lambda tmp, certs: acl_server(tmp),
-    "cluster-tls": lambda tmp, certs: RedisClusterFixture(tmp, tls=certs),
+    # A Redis Cluster over TLS, with only the documented ACL user too.
+    "cluster-tls-acl": lambda tmp, certs: RedisClusterFixture(
+        tmp, tls=certs, acl=[f"user herald {acl_rule('herald', HERALD_PASSWORD)}"], username="herald",
+        password=HERALD_PASSWORD),
 }
 
 
@@ -124,6 +127,12 @@ async def presence_delivery_and_webhooks(cluster: Cluster, node: NodeDriver, aut
     await bob.disconnect()
     removed = await alice.wait_event(channel, "pusher:member_removed")
     assert removed["data"]["id"] == "bob"
+    # A cache channel keeps its last event in Redis: a late subscriber on the other gateway gets it.
+    cache = unique("cache-forms")
+    await asyncio.to_thread(sdk.trigger, cache, "headline", {"n": 3})
+    late = await node.connect("late", app["key"], g[1], auth=auth)
+    await late.subscribe(cache)
+    assert (await late.wait_event(cache, "headline"))["data"] == {"n": 3}
     return [alice]
 
 
@@ -131,16 +140,19 @@ async def test_redis_form(deployment: Cluster, node: NodeDriver, auth_server: Au
                           hooks: WebhookReceiver, app: dict[str, Any]) -> None:
     await presence_delivery_and_webhooks(deployment, node, auth_server, hooks, app)
     redis = deployment.redis
-    if isinstance(redis, RedisServer) and redis.acl:
-        # Herald never tried anything the ACL forbids (refusals it would have survived silently too).
-        with redis.admin() as admin:
-            denied = [e for e in admin.acl_log() if e.get("username") == "herald"]
-        assert denied == [], denied
+    servers = redis.servers if isinstance(redis, RedisClusterFixture) else [redis]
+    for server in servers:
+        assert isinstance(server, RedisServer)
+        if server.acl:
+            # Herald never tried anything the ACL forbids (refusals it would have survived silently too).
+            with server.admin() as admin:
+                denied = [e for e in admin.acl_log() if e.get("username") == "herald"]
+            assert denied == [], denied
     if isinstance(redis, RedisClusterFixture):
         # Fan-out used sharded pub/sub over TLS on the masters that own the topics' slots.
         topics = []
         for server in redis.servers:
-            with server.client() as client:
+            with server.admin() as client:
                 topics += client.execute_command("PUBSUB", "SHARDCHANNELS", "herald:ev:*")
         assert len(topics) >= 1
     for proc in [*deployment.gateways, deployment.api]:
@@ -182,9 +194,12 @@ async def probe_until_delivered(sdk: Any, channel: str, clients: list[PusherJsCl
                 pass
 
 
-@pytest.fixture
-def sentinel_cluster(tmp_path: Path, app: dict[str, Any]) -> Iterator[Cluster]:
-    sentinel = SentinelSetup(tmp_path).start()
+@pytest.fixture(params=["plain", "tls"])
+def sentinel_cluster(request: pytest.FixtureRequest, tmp_path: Path, redis_certs: Certs, app: dict[str, Any]
+                     ) -> Iterator[Cluster]:
+    """Passwords on the data nodes and on the sentinels; with "tls" every connection is TLS
+    (rediss+sentinel://) with a client certificate."""
+    sentinel = SentinelSetup(tmp_path, tls=redis_certs if request.param == "tls" else None).start()
     try:
         # The default node lease: a failover shorter than it must not look like dead nodes.
         cluster = start_cluster(tmp_path, sentinel, [app], gateways=2, extra_args=["--node-lease", "15"])
