@@ -14,8 +14,9 @@ from __future__ import annotations
 CONNECTION = ("ping", "hello", "select")
 # The bus: per-channel topics, sharded ones on a Redis Cluster.
 PUBSUB = ("publish", "subscribe", "unsubscribe", "spublish", "ssubscribe", "sunsubscribe")
-# Lua scripts (shared/redis/lua/) run with EVALSHA, sent with EVAL when Redis doesn't have them yet.
-SCRIPTS = ("eval", "evalsha")
+# Lua scripts (shared/redis/lua/) run with EVALSHA, sent with EVAL when Redis doesn't have them yet;
+# the HTTP API's rate limiter reads the server's clock (TIME) in its script.
+SCRIPTS = ("eval", "evalsha", "time")
 # Every data command, whether sent directly or called by a script.
 DATA = (
     "get", "set", "pttl", "pexpire", "del", "incr",
