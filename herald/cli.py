@@ -86,14 +86,15 @@ def add_redis_flags(p: argparse.ArgumentParser) -> None:
     env_flag(p, "--redis-tls-cert-file", "REDIS_TLS_CERT_FILE", None,
              "PEM client certificate for Redis servers that require one")
     env_flag(p, "--redis-tls-key-file", "REDIS_TLS_KEY_FILE", None, "PEM private key of that certificate")
-    raw = os.environ.get("HERALD_REDIS_TLS_INSECURE", "")
+    name = "HERALD_REDIS_TLS_INSECURE"
+    raw = os.environ.get(name, "")
     try:
         insecure = _truthy(raw) if raw else False
     except ValueError:
-        raise EnvError(f"HERALD_REDIS_TLS_INSECURE={raw!r} is not a boolean (used for --redis-tls-insecure)") from None
+        raise EnvError(f"{name}={raw!r} is not a boolean (used for --redis-tls-insecure)") from None
+    where = f"{name}={raw}, built-in default off" if raw else f"{name}, default off"
     p.add_argument("--redis-tls-insecure", action="store_true", default=insecure,
-                   help="do not verify the Redis server's certificate or host name; tests only "
-                        "[HERALD_REDIS_TLS_INSECURE=1]")
+                   help=f"do not verify the Redis server's certificate or host name; tests only [{where}]")
     env_flag(p, "--redis-unready-after", "REDIS_UNREADY_AFTER", DEFAULT_UNREADY_AFTER_S,
              "seconds without Redis before /ready answers 503; clients stay connected either way", float)
 

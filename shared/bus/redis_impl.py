@@ -83,6 +83,7 @@ class SubscriberConnection:
         self.state = SubscriberState(sharded, bus.on_message)
         self.reconnects = 0
         self.last_error: str | None = None  # why the last connection attempt failed
+        self.opening: asyncio.Future[None] | None = None  # the first connection attempt, while it runs
         self._acks: dict[bytes, list[asyncio.Future[None]]] = {}
         self._replies: list[asyncio.Future[Reply]] = []
         self._protocol: _SubscriberProtocol | None = None
@@ -302,23 +303,31 @@ class RedisBus:
         return (node.host, node.port)
 
     async def _connection_for(self, topic: bytes) -> SubscriberConnection:
+        """The connection for `topic`'s server, once its first connection attempt is over (concurrent
+        callers wait for the same attempt); it may be down, and then reconnecting."""
         addr = self._address_for(topic)
         conn = self._connections.get(addr)
         if conn is None:
             conn = SubscriberConnection(self.connector, addr, self.cluster, self, self.health)
             self._connections[addr] = conn
-            try:
-                await conn.connect()
-            except (TimeoutError, OSError, ConnectionError, RedisError) as exc:
-                conn.failed(exc)
-                conn.on_lost()  # starts the reconnect loop
-                raise BusUnavailable(f"cannot reach Redis ({conn.name}): {exc}") from exc
+            conn.opening = asyncio.ensure_future(self._open(conn))
+        if conn.opening is not None:
+            await asyncio.shield(conn.opening)
         return conn
+
+    @staticmethod
+    async def _open(conn: SubscriberConnection) -> None:
+        try:
+            await conn.connect()
+        except (TimeoutError, OSError, ConnectionError, RedisError) as exc:
+            conn.failed(exc)
+            conn.on_lost()  # starts the reconnect loop
+        finally:
+            conn.opening = None
 
     async def start(self) -> None:
         if not self.cluster:
-            with contextlib.suppress(BusUnavailable):
-                await self._connection_for(b"")
+            await self._connection_for(b"")
         self._pinger = asyncio.create_task(self._ping_forever())
 
     async def _ping_forever(self) -> None:
