@@ -5,6 +5,7 @@ credentials are wrong: a clear error, never a silent fallback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -157,3 +158,49 @@ async def test_a_channel_the_acl_refuses_fails_the_subscription_at_once(
         await asyncio.wait_for(probe.bus.subscribe("app", "news"), WAIT_S)
     # The refused topic is not retried on its own; the connection still serves others.
     assert probe.bus.connections[0].connected and probe.bus.connections[0].topics == set()
+
+
+async def test_a_cluster_slot_that_moves_takes_its_subscription_along(tmp_path: Path) -> None:
+    """Redis Cluster ends sharded subscriptions whose slot moved to another master; the bus subscribes
+    again where the slot lives now, and delivery goes on."""
+    from redis.cluster import key_slot
+
+    from shared.redis.backend import redis_backend
+    from tests.redis_server import RedisClusterFixture
+
+    cluster = RedisClusterFixture(tmp_path).start()
+    backend = redis_backend(cluster.url, prefix="moving", cluster=True)
+    received: asyncio.Queue[Envelope] = asyncio.Queue()
+    backend.bus.set_receiver(received.put_nowait)
+    try:
+        await backend.start()
+        await backend.bus.subscribe("app", "news")
+        topic = b"moving:ev:app:news"
+        owner = backend.client.get_node_from_key(topic)
+        target = next(s for s in cluster.servers if s.port != owner.port)
+        with target.client() as client:
+            target_id = client.execute_command("CLUSTER", "MYID").decode()
+        for server in cluster.servers:
+            with server.client() as client:
+                client.execute_command("CLUSTER", "SETSLOT", key_slot(topic), "NODE", target_id)
+        # Publish until an event arrives through the new owner (at most once: some may be lost meanwhile).
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while True:
+            assert asyncio.get_running_loop().time() < deadline, "no delivery after the slot moved"
+            with contextlib.suppress(BusUnavailable):
+                await backend.bus.publish(Envelope("app", "news", "e", "after the move"))
+            try:
+                await asyncio.wait_for(received.get(), 0.2)
+            except TimeoutError:
+                continue
+            subscribed = {conn.node[1]: conn.topics for conn in backend.bus.connections}  # type: ignore[attr-defined]
+            if subscribed.get(target.port) == {topic}:
+                break
+        assert subscribed[owner.port] == set()
+        while not received.empty():
+            received.get_nowait()
+        await backend.bus.publish(Envelope("app", "news", "e", "last"))
+        assert (await asyncio.wait_for(received.get(), WAIT_S)).data == "last"
+    finally:
+        await backend.close()
+        cluster.stop()
