@@ -91,6 +91,7 @@ class SubscriberConnection:
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
         self._ping_unanswered = False
+        self._handshaking = False
 
     @property
     def connected(self) -> bool:
@@ -104,25 +105,38 @@ class SubscriberConnection:
         protocol = await self.connector.open_subscriber(lambda: _SubscriberProtocol(self), self.node)
         self._protocol = protocol
         self._ping_unanswered = False
+        self._handshaking = True
         try:
-            self._write(self.state.connection_made(*self.connector.auth))
-            if self.connector.auth[1]:
-                reply = await self._next_reply()
+            # AUTH, re-subscribe every topic, then PING: its answer comes after every subscription's,
+            # so the connection counts as up only once Redis answered and the topics are back.
+            # Both replies may come in one read: wait for each from before sending.
+            auth = self._expect_reply() if self.connector.auth[1] else None
+            pong = self._expect_reply()
+            self._write(self.state.connection_made(*self.connector.auth) + self.state.ping())
+            if auth is not None:
+                reply = await asyncio.wait_for(auth, SUBSCRIBE_TIMEOUT_S)
                 if reply.error is not None:
                     raise ConnectionError(f"Redis refused the subscriber's credentials: {reply.error}")
+            reply = await asyncio.wait_for(pong, SUBSCRIBE_TIMEOUT_S)
+            if reply.error is not None:
+                raise ConnectionError(f"Redis refused PING: {reply.error}")
         except BaseException:
             self._protocol = None  # so its connection_lost is ignored; the caller decides what follows
+            self._replies.clear()
             protocol.transport.close()
             raise
+        finally:
+            self._handshaking = False
         self.last_error = None
         self._connected.set()
         if self.health is not None:
             self.health.report(self.name, True)
 
-    async def _next_reply(self) -> Reply:
+    def _expect_reply(self) -> asyncio.Future[Reply]:
+        """A future for the reply to the next plain command sent (replies come back in order)."""
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._replies.append(fut)
-        return await asyncio.wait_for(fut, SUBSCRIBE_TIMEOUT_S)
+        return fut
 
     def _write(self, data: bytes) -> None:
         if not data:
@@ -140,7 +154,7 @@ class SubscriberConnection:
                 self._settle(event.topic, BusUnavailable(f"Redis refused the subscription: {event.error}"))
             elif isinstance(event, Dropped):
                 self.bus.on_dropped(event.topic)
-            elif event.command == b"PING":
+            elif event.command == b"PING" and not self._handshaking:
                 self._ping_unanswered = False
             elif self._replies:
                 fut = self._replies.pop(0)

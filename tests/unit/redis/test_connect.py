@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,38 @@ async def test_a_cluster_slot_that_moves_takes_its_subscription_along(tmp_path: 
     finally:
         await backend.close()
         cluster.stop()
+
+
+async def test_a_server_that_stops_answering_is_dropped_after_an_unanswered_ping(
+    redis_url: str, probes: list[Probe]
+) -> None:
+    """A server that vanished without closing TCP (a dead VM, a partition) looks connected forever;
+    the bus pings every connection and replaces one whose previous ping got no answer. Here the
+    redis-server is frozen with SIGSTOP: its socket stays open and says nothing."""
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="hr-frozen-"))).start()
+    try:
+        probe = await started(probes, server.url)
+        await probe.round_trip()
+        [conn] = probe.bus.connections
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        conn.ping()
+        assert conn.connected  # one ping in flight is normal
+        conn.ping()  # the previous one is still unanswered: the connection is given up
+        await asyncio.wait_for(_until(lambda: not probe.health.up), WAIT_S)
+        # A new connection is accepted by the kernel but counts as up only once Redis answers.
+        assert not conn.connected
+        server.proc.send_signal(signal.SIGCONT)
+        await asyncio.wait_for(_until(lambda: conn.connected and probe.health.up), WAIT_S)
+        assert conn.reconnects == 1 and probe.health.reconnects == 1
+        await probe.bus.publish(Envelope("app", "news", "e", "after"))
+        assert (await asyncio.wait_for(probe.received.get(), WAIT_S)).data == "after"
+    finally:
+        if server.proc is not None:
+            server.proc.send_signal(signal.SIGCONT)
+        server.cleanup()
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.01)
