@@ -95,6 +95,7 @@ class RedisServer:
         cluster: bool = False,
         tls: Certs | None = None,
         tls_auth_clients: str = "yes",
+        cluster_node_timeout_ms: int = 5000,
         unix: bool = False,
         acl: Sequence[str] = (),
         username: str | None = None,
@@ -105,6 +106,7 @@ class RedisServer:
         self.workdir = workdir
         self.port = port or (free_cluster_port() if cluster else free_port())
         self.cluster = cluster
+        self.cluster_node_timeout_ms = cluster_node_timeout_ms
         self.tls = tls
         self.tls_auth_clients = tls_auth_clients
         self.acl = list(acl)
@@ -147,7 +149,8 @@ class RedisServer:
         else:
             lines += [f"port {self.port}"]
         if self.cluster:
-            lines += ["cluster-enabled yes", f"cluster-config-file nodes-{self.port}.conf", "cluster-node-timeout 5000"]
+            lines += ["cluster-enabled yes", f"cluster-config-file nodes-{self.port}.conf",
+                      f"cluster-node-timeout {self.cluster_node_timeout_ms}"]
         if self.acl:
             acl_file = self.workdir / f"users-{self.port}.acl"
             acl_file.write_text("\n".join(["user default off", *self.acl, ADMIN_ACL]) + "\n")
@@ -203,14 +206,20 @@ class RedisServer:
 
 
 class RedisClusterFixture:
-    """Three masters, no replicas, made with `redis-cli --cluster create` (over TLS with `tls`)."""
+    """Three masters (each with `replicas` replicas), made with `redis-cli --cluster create` (over TLS
+    with `tls`). `node_timeout_ms` is how long a master may be silent before its replica takes over."""
 
     def __init__(self, workdir: Path, masters: int = 3, tls: Certs | None = None, acl: Sequence[str] = (),
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None, replicas: int = 0,
+                 node_timeout_ms: int = 5000) -> None:
         self.tls = tls
         self.acl = list(acl)
-        self.servers = [RedisServer(workdir, cluster=True, tls=tls, acl=acl, username=username, password=password)
-                        for _ in range(masters)]
+        self.replicas = replicas
+        # Replicas start their first sync at once (Redis waits 5 s for more replicas by default).
+        config = ["repl-diskless-sync-delay 0"]
+        self.servers = [RedisServer(workdir, cluster=True, tls=tls, acl=acl, username=username, password=password,
+                                    cluster_node_timeout_ms=node_timeout_ms, config=config)
+                        for _ in range(masters * (1 + replicas))]
 
     @property
     def url(self) -> str:
@@ -230,7 +239,8 @@ class RedisClusterFixture:
         if self.acl:
             tls += ["--user", ADMIN_USER, "--pass", ADMIN_PASSWORD]
         subprocess.run(
-            ["redis-cli", *tls, "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"],
+            ["redis-cli", *tls, "--cluster", "create", *addrs, "--cluster-replicas", str(self.replicas),
+             "--cluster-yes"],
             check=True, capture_output=True, timeout=30,
         )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -239,6 +249,11 @@ class RedisClusterFixture:
             while client.execute_command("CLUSTER", "INFO").decode().find("cluster_state:ok") < 0:
                 if time.monotonic() > deadline:
                     raise RuntimeError("Redis Cluster did not reach cluster_state:ok")
+                time.sleep(0.05)
+            # A replica that never synced can't take over: wait for every replica's first sync.
+            while (info := client.info("replication"))["role"] != "master" and info["master_link_status"] != "up":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"a Redis Cluster replica did not sync: {server.log()}")
                 time.sleep(0.05)
             client.close()
         return self

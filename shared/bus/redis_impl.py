@@ -4,15 +4,17 @@ redis-py's asyncio pub/sub reader tops out near 100k messages/s on this class of
 protocol parses replies with hiredis and hands each envelope to the hub straight from
 `data_received`, several times faster, and it confirms every SUBSCRIBE before `subscribe()` returns.
 
-Per-channel topics (docs/cluster.md, "Fan-out"): a node subscribes only to the channels its sockets are in.
-With Redis Cluster the topics are sharded channels (SSUBSCRIBE/SPUBLISH), one subscriber connection
-per shard that owns a topic's slot. Connections come from `shared.redis.connection` (TLS, unix
-sockets, ACL users, Sentinel), the protocol state from `shared.redis.subscriber`.
+Per-channel topics (docs/cluster.md, "Fan-out"): a node subscribes only to the channels its
+sockets are in. With Redis Cluster the topics are sharded channels (SSUBSCRIBE/SPUBLISH), one
+subscriber connection per shard that owns a topic's slot. Connections come from
+`shared.redis.connection` (TLS, unix sockets, ACL users, Sentinel), the protocol state from
+`shared.redis.subscriber`.
 
 Delivery guarantee: at most once. While a subscriber connection is down, messages for its topics
-are lost; it reconnects with capped, jittered exponential back-off (under Sentinel, to whichever
-server the sentinels name as master now) and re-subscribes every topic still wanted. Connections are
-pinged, so one to a server that vanished without closing TCP is noticed and replaced.
+are lost; it reconnects with capped, jittered exponential back-off and re-subscribes every topic
+still wanted: under Sentinel to whichever server the sentinels name as master now; on a Redis
+Cluster, topics whose slot another master owns now (resharding, a replica that took over) move
+there. Connections are pinged, so one to a server that vanished without closing TCP is replaced.
 """
 
 from __future__ import annotations
@@ -210,6 +212,8 @@ class SubscriberConnection:
                     if attempts % RECONNECT_LOG_EVERY == 0:
                         log.warning("redis %s: cannot connect (%s); retrying", self.name, self.last_error)
                     attempts += 1
+                    if self.node is not None and await self.bus.reroute(self):
+                        return  # a Redis Cluster replica took over every topic's slot: this one is done
                     await asyncio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, RECONNECT_MAX_S)
                     continue
@@ -251,10 +255,14 @@ class SubscriberConnection:
         if self.connected:
             self._write(data)
 
-    async def close(self) -> None:
+    def retire(self) -> None:
+        """Stop reconnecting (nothing is wanted from this server any more)."""
         self._closing = True
         if self.health is not None:
             self.health.forget(self.name)
+
+    async def close(self) -> None:
+        self.retire()
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
         if self._protocol is not None and self._protocol.transport is not None:
@@ -338,6 +346,32 @@ class RedisBus:
             conn.on_lost()  # starts the reconnect loop
         finally:
             conn.opening = None
+
+    async def reroute(self, conn: SubscriberConnection) -> bool:
+        """A Redis Cluster node's subscriber can't reconnect: if other masters own its topics' slots now
+        (a replica took over), subscribe them there. True when none is left for `conn`, which is then
+        dropped."""
+        try:
+            await self.client.nodes_manager.initialize()
+        except (RedisError, OSError) as exc:
+            log.debug("could not refresh the Redis Cluster slot map: %s", exc)
+            return False
+        moved = [t for t in conn.topics if self._address_for(t) != conn.node]
+        for topic in moved:
+            conn.state.topics.discard(topic)
+            try:
+                target = await self._connection_for(topic)
+                await target.subscribe(topic)  # restored on reconnect if that node is down too
+            except BusUnavailable as exc:
+                log.warning("moving the subscription to %r off %s: %s", topic, conn.name, exc)
+        if moved:
+            log.warning("redis %s is gone; %d topics moved to the masters that own their slots now",
+                        conn.name, len(moved))
+        if conn.topics:
+            return False
+        self._connections.pop(conn.node, None)
+        conn.retire()
+        return True
 
     async def start(self) -> None:
         if not self.cluster:

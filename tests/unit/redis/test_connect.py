@@ -241,3 +241,39 @@ async def test_a_server_that_stops_answering_is_dropped_after_an_unanswered_ping
 async def _until(check: Callable[[], bool]) -> None:
     while not check():
         await asyncio.sleep(0.01)
+
+
+async def test_a_cluster_master_that_dies_hands_its_subscriptions_to_the_replica_that_took_over(
+    tmp_path: Path,
+) -> None:
+    """The subscriber can't reconnect to a dead master; once its replica owns the slots, the bus
+    subscribes the topics there and delivery goes on."""
+    from shared.redis.backend import redis_backend
+    from tests.redis_server import RedisClusterFixture
+
+    cluster = RedisClusterFixture(tmp_path, replicas=1, node_timeout_ms=1000).start()
+    backend = redis_backend(cluster.url, prefix="failover", cluster=True)
+    received: asyncio.Queue[Envelope] = asyncio.Queue()
+    backend.bus.set_receiver(received.put_nowait)
+    topic = b"failover:ev:app:news"
+    try:
+        await backend.start()
+        await backend.bus.subscribe("app", "news")
+        owner = backend.client.get_node_from_key(topic)
+        dead = next(s for s in cluster.servers if s.port == owner.port)
+        dead.stop(signal.SIGKILL)
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:  # publish until an event arrives through the new master (some are lost meanwhile)
+            assert asyncio.get_running_loop().time() < deadline, "no delivery after the master died"
+            with contextlib.suppress(BusUnavailable, RedisConnectionError):
+                await backend.bus.publish(Envelope("app", "news", "e", "after"))
+            try:
+                await asyncio.wait_for(received.get(), 0.3)
+                break
+            except TimeoutError:
+                continue
+        nodes = {conn.node[1]: conn.topics for conn in backend.bus.connections}  # type: ignore[attr-defined]
+        assert owner.port not in nodes and topic in set().union(*nodes.values())
+    finally:
+        await backend.close()
+        cluster.stop()
