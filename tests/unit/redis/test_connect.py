@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -209,12 +208,12 @@ async def test_a_cluster_slot_that_moves_takes_its_subscription_along(tmp_path: 
 
 
 async def test_a_server_that_stops_answering_is_dropped_after_an_unanswered_ping(
-    redis_url: str, probes: list[Probe]
+    tmp_path: Path, probes: list[Probe]
 ) -> None:
     """A server that vanished without closing TCP (a dead VM, a partition) looks connected forever;
     the bus pings every connection and replaces one whose previous ping got no answer. Here the
     redis-server is frozen with SIGSTOP: its socket stays open and says nothing."""
-    server = RedisServer(Path(tempfile.mkdtemp(prefix="hr-frozen-"))).start()
+    server = RedisServer(tmp_path).start()
     try:
         probe = await started(probes, server.url)
         await probe.round_trip()
