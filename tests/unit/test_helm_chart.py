@@ -369,6 +369,12 @@ def test_tls_redis(helm: str, tmp_path: Path) -> None:
         assert [i["key"] for i in vol["secret"]["items"]] == ["ca.crt", "tls.crt", "tls.key"]
 
 
+def test_sentinel_redis_url_passes_through(helm: str, tmp_path: Path) -> None:
+    url = "rediss+sentinel://:pw@sentinel-0.redis:26379,sentinel-1.redis:26379/mymaster/0"
+    objs = render(helm, tmp_path, {**MINIMAL, "redis": {"url": url, "tls": {"enabled": True, "secretName": "t"}}})
+    assert _secret(objs)["redis-url"] == url
+
+
 def test_network_policies_with_in_chart_redis(helm: str, tmp_path: Path) -> None:
     objs = render(helm, tmp_path, {"networkPolicy": {"enabled": True}})
     policies = {name: o["spec"] for (kind, name), o in objs.items() if kind == "NetworkPolicy"}
@@ -568,7 +574,7 @@ def test_full_release(helm: str, tmp_path: Path) -> None:
         ({**MINIMAL, "redis": {"url": TLS_URL, "tls": {"enabled": True, "secretName": "t", "certKey": "tls.crt"}}},
          "redis.tls.certKey and redis.tls.keyKey go together"),
         ({**MINIMAL, "redis": {"url": REDIS_URL, "tls": {"enabled": True, "secretName": "t"}}},
-         "redis.tls.enabled needs a rediss:// redis.url"),
+         "redis.tls.enabled needs a rediss:// or rediss+sentinel:// redis.url"),
         ({"redis": {"tls": {"enabled": True, "secretName": "t"}}}, "the in-chart Redis has no TLS"),
         ({**MINIMAL, "gateway": {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}}},
          "gateway.autoscaling needs targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or "

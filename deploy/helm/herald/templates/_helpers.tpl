@@ -194,8 +194,8 @@ Refuse to render a release Herald could not run safely with. Included by every w
 {{- if include "herald.redisInternal" $ }}
 {{- fail "redis.tls is for an external rediss:// Redis (redis.url or redis.existingSecret); the in-chart Redis has no TLS" }}
 {{- end }}
-{{- if and $.Values.redis.url (not $.Values.redis.existingSecret) (not (hasPrefix "rediss://" $.Values.redis.url)) }}
-{{- fail "redis.tls.enabled needs a rediss:// redis.url" }}
+{{- if and $.Values.redis.url (not $.Values.redis.existingSecret) (not (hasPrefix "rediss://" $.Values.redis.url)) (not (hasPrefix "rediss+sentinel://" $.Values.redis.url)) }}
+{{- fail "redis.tls.enabled needs a rediss:// or rediss+sentinel:// redis.url" }}
 {{- end }}
 {{- end }}
 {{- end }}
