@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from herald import __version__
+from herald.http import BODY_TIMEOUT_S, HEADER_TIMEOUT_S
 from herald.server import DEFAULT_DRAIN_S, DEFAULT_HOST, DEFAULT_PORT, Node, Settings, run
 from shared.apps.config import DEFAULT_APP_KEY, DEFAULT_APP_SECRET, AppConfig, ConfigError, default_app_from_env
 from shared.apps.database import DEFAULT_TABLE, REFRESH_S, DatabaseAppRegistry, source_for
@@ -142,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                  "seconds to wait for a reply to that ping before close 4201", float)
         env_flag(p, "--drain-seconds", "DRAIN_SECONDS", DEFAULT_DRAIN_S,
                  "on SIGTERM, spread 4200 closes over this many seconds", float)
+        env_flag(p, "--header-timeout", "HEADER_TIMEOUT", HEADER_TIMEOUT_S,
+                 "seconds a client has to send a request's headers before 408", float)
+        env_flag(p, "--body-timeout", "BODY_TIMEOUT", BODY_TIMEOUT_S,
+                 "seconds a client has to send a request's body after its headers before 408", float)
         env_flag(p, "--webhook-workers", "WEBHOOK_WORKERS", DEFAULT_WORKERS,
                  "concurrent webhook deliveries in this process; 0 turns delivery off here "
                  "(with Redis, other processes still deliver what this one queues)", int)
@@ -214,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, flag) < 0:
             print(f"herald: --{flag.replace('_', '-')} must be 0 or more", file=sys.stderr)
             return 2
+    if args.header_timeout <= 0 or args.body_timeout <= 0:
+        print("herald: --header-timeout and --body-timeout must be positive", file=sys.stderr)
+        return 2
     gateway, http_api, _ = ROLES[args.command]
     if not args.redis_url and args.command != "serve":
         log.warning("%s without --redis-url runs with an in-memory bus: it can't reach other processes",
@@ -221,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(
         host=args.host, port=args.port, activity_timeout_s=args.activity_timeout,
         pong_timeout_s=args.pong_timeout, drain_s=args.drain_seconds, log_level=args.log_level,
+        header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
         max_node_connections=args.max_node_connections, max_node_connection_rate=args.max_node_connection_rate,
     )
     try:

@@ -1,4 +1,9 @@
-"""Assembling the ASGI apps for each role and running them under uvicorn with a graceful drain."""
+"""Assembling each role (gateway, HTTP API or both) and running it under uvicorn with a graceful drain.
+
+uvicorn runs the process; Herald's own HTTP protocol (herald/http.py) serves its connections: the
+WebSocket upgrade goes to the gateway, the hot HTTP API endpoints to the trigger API's handler, and
+the rest to the Starlette app below.
+"""
 
 from __future__ import annotations
 
@@ -11,30 +16,31 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route
 
 from gateway.admission import NodeAdmission
 from gateway.app_changes import apply_app_changes
-from gateway.endpoint import Gateway
+from gateway.endpoint import PATH_PREFIX, Gateway
 from gateway.handler import ProtocolHandler
 from gateway.hub import Hub
-from gateway.outbound import CaptureRawSend
+from herald.http import BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES, HEADER_TIMEOUT_S, HttpLimits, Site
 from shared.apps.config import ConfigError
 from shared.apps.registry import AppChanges, AppRegistry
 from shared.backend import Backend
 from shared.protocol import codes
+from trigger_api.app import build_routes
+from trigger_api.handlers import MAX_BODY_BYTES, TriggerApi
 
 log = logging.getLogger("herald")
 
 SWEEP_INTERVAL_S = 1.0
-# Inbound frames above this are refused by the WebSocket layer (close 1009); app limits are lower.
-WS_MAX_MESSAGE_BYTES = 256 * 1024
 
 
 DEFAULT_HOST = "0.0.0.0"
@@ -51,6 +57,8 @@ class Settings:
     pong_timeout_s: float = codes.PONG_TIMEOUT_S
     drain_s: float = DEFAULT_DRAIN_S
     log_level: str = "info"
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    body_timeout_s: float = BODY_TIMEOUT_S
     # Node-level admission (gateway.admission); 0 = no limit.
     max_node_connections: int = 0
     max_node_connection_rate: int = 0
@@ -67,6 +75,7 @@ class Node:
         self.settings = settings
         self.ready = False
         self.gateway: Gateway | None = None
+        self.api: TriggerApi | None = None
         routes: list[BaseRoute] = [
             Route("/", self.health),
             Route("/ready", self.readiness),
@@ -78,13 +87,25 @@ class Node:
             admission = NodeAdmission(settings.max_node_connections, settings.max_node_connection_rate)
             self.gateway = Gateway(registry, handler, settings.activity_timeout_s, admission)
             registry.add_listener(self.apps_changed)
-            routes.append(WebSocketRoute("/app/{key}", self.gateway))
         if http_api:
-            from trigger_api.app import build_routes
+            self.api = TriggerApi(registry, backend)
+            routes.extend(build_routes(registry, backend, api=self.api))
+        self.app = Starlette(routes=routes, lifespan=self.lifespan)
 
-            routes.extend(build_routes(registry, backend))
-        # The raw-send capture must wrap everything else (see gateway.outbound.CaptureRawSend).
-        self.app = CaptureRawSend(Starlette(routes=routes, lifespan=self.lifespan))
+    def site(self, server_state: Any) -> Site:
+        """What Herald's HTTP protocol serves for this node; the gateway's sockets and tasks join
+        uvicorn's own sets so its shutdown waits for them."""
+        limits = HttpLimits(
+            header_timeout_s=self.settings.header_timeout_s, body_timeout_s=self.settings.body_timeout_s,
+            max_body_bytes=MAX_BODY_BYTES if self.api else DEFAULT_MAX_BODY_BYTES,
+        )
+        upgrade = None
+        if self.gateway is not None:
+            self.gateway.sockets = server_state.connections
+            self.gateway.tasks = server_state.tasks
+            upgrade = self.gateway.upgrade
+        return Site(self.app, limits, fast=self.api.fast_route if self.api else None, upgrade=upgrade,
+                    upgrade_prefix=PATH_PREFIX)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -198,16 +219,16 @@ def run(node: Node, settings: Settings) -> None:
         node.app,
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
-        ws_max_size=WS_MAX_MESSAGE_BYTES,
-        # Herald writes pre-framed bytes straight to transports; compression would break that.
-        ws_per_message_deflate=False,
-        # Liveness is Herald's Pusher-level ping (docs/protocol.md, "Liveness"); WS pings are still answered.
-        ws_ping_interval=None,
+        # Herald's protocol does HTTP and the WebSocket upgrade itself (herald/http.py); uvicorn's own
+        # WebSocket support is not loaded.
+        ws="none",
         log_level=settings.log_level,
         access_log=False,
         loop="uvloop",
-        http="httptools",
         timeout_graceful_shutdown=max(5, int(settings.drain_s) + 5),
     )
-    DrainingServer(config, node).run()
+    server = DrainingServer(config, node)
+    # uvicorn calls any `http=` factory with (config=, server_state=, app_state=): pinned and tested in
+    # tests/unit/test_uvicorn_contract.py.
+    config.http = node.site(server.server_state).protocol_factory()  # type: ignore[assignment]
+    server.run()

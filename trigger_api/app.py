@@ -15,9 +15,11 @@ from trigger_api.handlers import Endpoint, TriggerApi
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def build_routes(registry: AppRegistry, backend: Backend, *, clock: Clock = time.time) -> list[BaseRoute]:
-    """The HTTP API routes; `clock` (Unix seconds) is injectable for signature-timestamp tests."""
-    api = TriggerApi(registry, backend, clock)
+def build_routes(registry: AppRegistry, backend: Backend, *, clock: Clock = time.time,
+                 api: TriggerApi | None = None) -> list[BaseRoute]:
+    """The HTTP API routes; `clock` (Unix seconds) is injectable for signature-timestamp tests. Pass
+    `api` to share it with the hot-path handlers (`TriggerApi.fast_route`)."""
+    api = api or TriggerApi(registry, backend, clock)
 
     def route(path: str, name: str, endpoint: Endpoint) -> Route:
         # Every method reaches the endpoint so a wrong one gets a JSON 405, not Starlette's plain text.

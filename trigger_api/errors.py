@@ -34,5 +34,10 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
+def error_body(status: int, message: str) -> bytes:
+    return orjson.dumps({"error": message, "code": status})
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return json_response({"error": message, "code": status}, status, headers)
+    return Response(error_body(status, message), status_code=status, media_type="application/json",
+                    headers=headers)

@@ -10,8 +10,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -25,7 +26,7 @@ from shared.protocol.users import user_key
 from shared.ratelimit.base import EVENTS, READS
 from trigger_api import validation as v
 from trigger_api.auth import authenticate, parse_query, query_dict
-from trigger_api.errors import ApiError, bad_request, error_response, json_response
+from trigger_api.errors import ApiError, bad_request, error_body, error_response
 from trigger_api.limits import check_rate
 from trigger_api.metrics import EVENTS_PUBLISHED, count_request
 
@@ -49,6 +50,19 @@ class ApiCall:
 
 Handler = Callable[[ApiCall], Awaitable[Any]]
 Endpoint = Callable[[Request], Awaitable[Response]]
+# (status, headers, body): what the HTTP layer writes.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+JSON_HEADERS: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
+
+
+class HttpRequest(Protocol):
+    """What the hot endpoints read of a request (herald/http.py's Request has these)."""
+
+    method: str
+    path: str
+    raw_path: bytes
+    query: bytes
+    body: bytes
 
 
 class TriggerApi:
@@ -56,47 +70,85 @@ class TriggerApi:
         self.registry = registry
         self.backend = backend
         self.clock = clock
+        self._events_handlers: Mapping[str, Handler] = {"POST": self.trigger}
+        self._batch_handlers: Mapping[str, Handler] = {"POST": self.trigger_batch}
 
     # -- plumbing ---------------------------------------------------------------------------------
 
+    async def handle(self, name: str, handlers: Mapping[str, Handler], method: str, app_id: str | None,
+                     paths: Sequence[str], query: str, path_params: Mapping[str, str], body: bytes) -> Answer:
+        """One request whose body is read: method dispatch, signature, rate limits, handler, error bodies,
+        metrics. Framework-free, so the hot endpoints run it straight from the HTTP layer (herald/http.py)."""
+        headers: dict[str, str] | None = None
+        try:
+            handler = handlers.get(method)
+            if handler is None:
+                raise ApiError(405, f"Method {method} not allowed here; use {', '.join(handlers)}")
+            params = parse_query(query)
+            app = await authenticate(self.registry, app_id, method, paths, params, body, self.clock())
+            call = ApiCall(app, body, query_dict(params), path_params)
+            if method == "GET" and app.max_read_req_per_sec >= 0:
+                await check_rate(self.backend.limits, app, READS, 1, call.headers)
+            status, payload, headers = 200, orjson.dumps(await handler(call)), call.headers
+        except ApiError as exc:
+            status, payload, headers = exc.status, error_body(exc.status, exc.message), exc.headers
+        except AppsUnavailable as exc:
+            log.warning("HTTP API %s: %s", name, exc)
+            status, payload = 503, error_body(503, "App configuration is unavailable, try again later")
+        except BusUnavailable as exc:  # StoreUnavailable too: the state stores are unreachable
+            log.warning("HTTP API %s: backend unavailable: %s", name, exc)
+            status, payload = 503, error_body(503, "Channel state is unavailable, try again later")
+        except Exception:
+            log.exception("HTTP API %s failed", name)
+            status, payload = 500, error_body(500, "Internal server error")
+        count_request(name, status)
+        if headers:
+            return status, JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in headers.items()], payload
+        return status, JSON_HEADERS, payload
+
     def endpoint(self, name: str, handlers: Mapping[str, Handler], *, app_in_path: bool = True) -> Endpoint:
+        """The Starlette endpoint for the routes that are not on the hot path."""
+
         async def run(request: Request) -> Response:
             try:
-                handler = handlers.get(request.method)
-                if handler is None:
-                    raise ApiError(
-                        405, f"Method {request.method} not allowed here; use {', '.join(handlers)}"
-                    )
                 body = await read_body(request)
-                params = parse_query(request.url.query)
-                app = await authenticate(
-                    self.registry,
-                    request.path_params["app_id"] if app_in_path else None,
-                    request.method,
-                    request_paths(request),
-                    params,
-                    body,
-                    self.clock(),
-                )
-                call = ApiCall(app, body, query_dict(params), request.path_params)
-                if request.method == "GET" and app.max_read_req_per_sec >= 0:
-                    await check_rate(self.backend.limits, app, READS, 1, call.headers)
-                response = json_response(await handler(call), headers=call.headers)
             except ApiError as exc:
-                response = error_response(exc.status, exc.message, exc.headers)
-            except AppsUnavailable as exc:
-                log.warning("HTTP API %s: %s", name, exc)
-                response = error_response(503, "App configuration is unavailable, try again later")
-            except BusUnavailable as exc:  # StoreUnavailable too: the state stores are unreachable
-                log.warning("HTTP API %s: backend unavailable: %s", name, exc)
-                response = error_response(503, "Channel state is unavailable, try again later")
-            except Exception:
-                log.exception("HTTP API %s failed", name)
-                response = error_response(500, "Internal server error")
-            count_request(name, response.status_code)
-            return response
+                count_request(name, exc.status)
+                return error_response(exc.status, exc.message, exc.headers)
+            status, headers, payload = await self.handle(
+                name, handlers, request.method, request.path_params["app_id"] if app_in_path else None,
+                request_paths(request), request.url.query, request.path_params, body,
+            )
+            return Response(payload, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
 
         return run
+
+    def fast_route(self, method: str, path: str) -> Callable[[HttpRequest], Awaitable[Answer]] | None:
+        """The handler of `POST /apps/{app_id}/events` or `/batch_events`, called by the HTTP layer
+        without Starlette's routing and request objects; None for every other request."""
+        if method != "POST" or not path.startswith("/apps/"):
+            return None
+        app_id, sep, tail = path[6:].partition("/")
+        if not sep or not app_id:
+            return None
+        if tail == "events":
+            return self._fast_events
+        if tail == "batch_events":
+            return self._fast_batch
+        return None
+
+    async def _fast_events(self, request: HttpRequest) -> Answer:
+        return await self._fast("events", self._events_handlers, request)
+
+    async def _fast_batch(self, request: HttpRequest) -> Answer:
+        return await self._fast("batch_events", self._batch_handlers, request)
+
+    async def _fast(self, name: str, handlers: Mapping[str, Handler], request: HttpRequest) -> Answer:
+        app_id = request.path[6:].partition("/")[0]
+        raw = request.raw_path.decode("latin-1")
+        paths = (raw, request.path) if raw != request.path else (raw,)
+        return await self.handle(name, handlers, request.method, app_id, paths, request.query.decode("latin-1"),
+                                 {"app_id": app_id}, request.body)
 
     async def not_found(self, request: Request) -> Response:
         count_request("unknown", 404)

@@ -16,5 +16,12 @@ EVENTS_PUBLISHED = Counter(
 )
 
 
+# Labelled children by (endpoint, status): `labels()` costs more than the increment on the hot path.
+_REQUEST_COUNTERS: dict[tuple[str, int], Counter] = {}
+
+
 def count_request(endpoint: str, status: int) -> None:
-    REQUESTS.labels(endpoint, str(status)).inc()
+    counter = _REQUEST_COUNTERS.get((endpoint, status))
+    if counter is None:
+        counter = _REQUEST_COUNTERS[(endpoint, status)] = REQUESTS.labels(endpoint, str(status))
+    counter.inc()

@@ -81,6 +81,11 @@ class AppRegistry:
         """The app if this process holds it, without a lookup."""
         return self._by_id.get(app_id)
 
+    def cached_key(self, key: str) -> AppConfig | None:
+        """The app with this key if this process holds it, without a lookup (a handshake stays
+        synchronous on a hit; a miss goes through `by_key`)."""
+        return self._by_key.get(key)
+
     def __iter__(self) -> Iterator[AppConfig]:
         """The apps this process holds (every app of a file; the cached ones of a database)."""
         return iter(list(self._by_id.values()))

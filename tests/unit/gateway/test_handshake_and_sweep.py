@@ -1,18 +1,17 @@
-"""The WebSocket endpoint without a network: handshake checks (docs/protocol.md), the liveness
-sweep (docs/protocol.md, "Liveness"), and the ASGI entry point driven by in-process receive/send callables."""
+"""The WebSocket endpoint without a network: handshake checks (docs/protocol.md), the liveness sweep
+(docs/protocol.md, "Liveness"), and the upgrade and socket driven over a recording transport."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
 import pytest
 
 from gateway.admission import NodeAdmission
-from gateway.endpoint import Gateway
+from gateway.endpoint import ADMISSIONS_PER_ITERATION, Gateway, Handshake
 from shared.apps.config import AppConfig
 from shared.apps.origins import OriginPolicy
 from shared.apps.registry import AppRegistry, AppsUnavailable
@@ -24,12 +23,9 @@ OFF = make_app(id="app-off", key="key-off", secret="secret-off", enabled=False)
 SMALL = make_app(id="app-small", key="key-small", secret="secret-small", max_connections=1)
 
 
-def scope(key: str, query: bytes | None = b"protocol=7&client=js&version=8.4.0&flash=false") -> dict[str, Any]:
-    """What Starlette's router hands the endpoint for `/app/{key}?{query}`."""
-    s: dict[str, Any] = {"type": "websocket", "path": f"/app/{key}", "path_params": {"key": key}}
-    if query is not None:
-        s["query_string"] = query
-    return s
+def scope(key: str, query: bytes | None = b"protocol=7&client=js&version=8.4.0&flash=false") -> Handshake:
+    """What the gateway's handshake check sees for `/app/{key}?{query}`."""
+    return Handshake(key, (query or b"").decode("latin-1"), [(b"host", b"127.0.0.1")])
 
 
 def make_gateway(harness: Harness, activity_timeout_s: int = 120) -> Gateway:
@@ -96,8 +92,8 @@ async def test_refuses_with_4100_while_shutting_down(harness: Harness) -> None:
     assert refusal is not None and refusal[1] == 4100
 
 
-def with_origin(s: dict[str, Any], origin: str | None) -> dict[str, Any]:
-    s["headers"] = [(b"host", b"ws.example.com")] + ([(b"origin", origin.encode())] if origin else [])
+def with_origin(s: Handshake, origin: str | None) -> Handshake:
+    s.headers = [(b"host", b"ws.example.com")] + ([(b"origin", origin.encode())] if origin else [])
     return s
 
 
@@ -148,36 +144,83 @@ async def test_app_lookup_failure_refuses_with_4100(harness: Harness) -> None:
     assert refusal is not None and refusal[1] == 4100
 
 
-# -- the ASGI entry point ----------------------------------------------------------------------
+# -- the upgrade and the socket, over a recording transport ------------------------------------
+
+UPGRADE_HEADERS = [(b"host", b"127.0.0.1"), (b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
+                   (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="), (b"sec-websocket-version", b"13")]
 
 
 class Peer:
-    """The ASGI server side of one WebSocket: scripted receive(), recorded send()."""
+    """A client socket as the gateway sees it: a transport recording what Herald writes."""
 
-    def __init__(self) -> None:
-        self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.sent: list[MutableMapping[str, Any]] = []
+    def __init__(self, gateway: Gateway, key: str, query: str) -> None:
+        self.written = bytearray()
+        self.protocol: Any = None
+        self.closing = False
+        problem = gateway.upgrade(self, "GET", f"/app/{key}", query, UPGRADE_HEADERS, b"")
+        assert problem is None, problem
 
-    async def receive(self) -> dict[str, Any]:
-        return await self.incoming.get()
+    # the transport interface the socket uses
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
 
-    async def send(self, message: MutableMapping[str, Any]) -> None:
-        self.sent.append(message)
+    def write(self, data: bytes) -> None:
+        self.written += data
 
-    def client_says(self, message: dict[str, Any] | None = None, *, disconnect: bool = False) -> None:
-        if disconnect:
-            self.incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
-        else:
-            self.incoming.put_nowait({"type": "websocket.receive", "text": orjson.dumps(message).decode()})
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    abort = close
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    # what the test does and reads
+    def client_says(self, message: dict[str, Any] | bytes, opcode: int = 0x1) -> None:
+        payload = message if isinstance(message, bytes) else orjson.dumps(message)
+        mask = b"\x01\x02\x03\x04"
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.protocol.data_received(bytes((0x80 | opcode, 0x80 | len(payload))) + mask + masked)
+
+    def frames(self) -> list[tuple[int, bytes]]:
+        if not self.written:
+            return []
+        head, sep, rest = bytes(self.written).partition(b"\r\n\r\n")
+        assert sep and head.startswith(b"HTTP/1.1 101 "), head
+        assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # RFC 6455's example
+        out = []
+        while rest:
+            n = rest[1]
+            start = 2 if n < 126 else 4
+            n = n if n < 126 else int.from_bytes(rest[2:4], "big")
+            out.append((rest[0] & 0x0F, rest[start:start + n]))
+            rest = rest[start + n:]
+        return out
 
     def texts(self) -> list[dict[str, Any]]:
-        return [orjson.loads(m["text"]) for m in self.sent if m["type"] == "websocket.send"]
+        return [orjson.loads(p) for op, p in self.frames() if op == 0x1]
+
+    def close_frame(self) -> tuple[int, str] | None:
+        for op, p in self.frames():
+            if op == 0x8:
+                return int.from_bytes(p[:2], "big"), p[2:].decode()
+        return None
 
 
-async def refused(gateway: Gateway, s: dict[str, Any]) -> Peer:
-    peer = Peer()
-    peer.incoming.put_nowait({"type": "websocket.connect"})
-    await gateway(s, peer.receive, peer.send)
+async def refused(gateway: Gateway, s: Handshake) -> Peer:
+    peer = Peer(gateway, s.key, s.query)
+    await wait_until(lambda: peer.close_frame() is not None)
     return peer
 
 
@@ -191,12 +234,11 @@ async def test_refusal_accepts_then_sends_error_then_closes(
 ) -> None:
     gateway = make_gateway(harness)
     peer = await refused(gateway, scope(key, query))
-    assert [m["type"] for m in peer.sent] == ["websocket.accept", "websocket.send", "websocket.close"]
-    error = orjson.loads(peer.sent[1]["text"])
+    assert [op for op, _ in peer.frames()] == [0x1, 0x8]
+    error = peer.texts()[0]
     assert error["event"] == "pusher:error"
     assert error["data"]["code"] == code
-    assert peer.sent[2]["code"] == code
-    assert peer.sent[2]["reason"] == error["data"]["message"]
+    assert peer.close_frame() == (code, error["data"]["message"])
     assert gateway.connections == {}
 
 
@@ -204,19 +246,15 @@ async def test_over_connection_quota_closes_4004(harness: Harness) -> None:
     gateway = make_gateway(harness)
     assert await harness.backend.connections.open(SMALL.id, "9.9", SMALL.max_connections)
     peer = await refused(gateway, scope("key-small"))
-    assert peer.sent[-1]["type"] == "websocket.close"
-    assert peer.sent[-1]["code"] == 4004
+    assert peer.close_frame() == (4004, "Application is over connection quota")
     assert peer.texts()[0]["data"]["code"] == 4004
     assert await harness.backend.connections.count(SMALL.id) == 1
 
 
 async def test_connection_lifecycle(harness: Harness) -> None:
     gateway = make_gateway(harness, activity_timeout_s=90)
-    peer = Peer()
-    peer.incoming.put_nowait({"type": "websocket.connect"})
-    task = asyncio.create_task(gateway(scope("key-small"), peer.receive, peer.send))
+    peer = Peer(gateway, "key-small", "protocol=7")
     await wait_until(lambda: len(peer.texts()) == 1)
-    assert peer.sent[0] == {"type": "websocket.accept"}
     established = peer.texts()[0]
     assert established["event"] == "pusher:connection_established"
     assert "channel" not in established
@@ -231,17 +269,66 @@ async def test_connection_lifecycle(harness: Harness) -> None:
     peer.client_says({"event": "pusher:subscribe", "data": {"channel": "news", "auth": ""}})
     await wait_until(lambda: len(peer.texts()) == 3)
     assert [t["event"] for t in peer.texts()[1:]] == ["pusher:pong", "pusher_internal:subscription_succeeded"]
-    peer.incoming.put_nowait({"type": "websocket.receive", "bytes": b"\x00\x01"})
+    peer.client_says(b"\x00\x01", opcode=0x2)
     await wait_until(lambda: len(peer.texts()) == 4)
     assert peer.texts()[3]["data"]["code"] == 4200
     assert await harness.backend.occupancy.counts(SMALL.id, ["news"]) == [1]
+    # A WebSocket ping is answered with a pong carrying its payload.
+    peer.client_says(b"are you there", opcode=0x9)
+    await wait_until(lambda: (0xA, b"are you there") in peer.frames())
 
-    peer.client_says(disconnect=True)
-    await asyncio.wait_for(task, 5)
+    peer.close()  # the client goes away
+    await wait_until(lambda: harness.hub.topics() == [])
     assert gateway.connections == {}
+    await wait_until(lambda: not gateway.tasks)
     assert await harness.backend.connections.count(SMALL.id) == 0  # the quota slot is released
     assert await harness.backend.occupancy.counts(SMALL.id, ["news"]) == [0]
-    assert harness.hub.topics() == []
+
+
+async def test_an_app_not_held_by_the_process_is_looked_up_on_upgrade(harness: Harness) -> None:
+    """A key the registry doesn't hold (an apps database) is looked up in a task; a lookup that fails
+    refuses with 4100, not 4001, so pusher-js retries."""
+
+    class Lookup(AppRegistry):
+        async def _missing_key(self, key: str) -> AppConfig | None:
+            await asyncio.sleep(0)  # a database round trip
+            if key == "key-db":
+                return make_app(id="app-db", key="key-db", secret="s")
+            raise AppsUnavailable("database down")
+
+    gateway = Gateway(Lookup([]), harness.handler)
+    found = Peer(gateway, "key-db", "protocol=7")
+    await wait_until(lambda: len(found.texts()) == 1)
+    assert found.texts()[0]["event"] == "pusher:connection_established"
+    down = Peer(gateway, "key-other", "protocol=7")
+    await wait_until(lambda: down.close_frame() is not None)
+    assert down.close_frame() == (4100, "Application lookup unavailable; reconnect later")
+
+
+async def test_an_app_without_a_quota_opens_without_counting(harness: Harness) -> None:
+    """No connection limit, nothing to count: the socket opens in the admission batch, no store call."""
+    gateway = make_gateway(harness)
+    peer = Peer(gateway, "key-1", "protocol=7")
+    await wait_until(lambda: len(peer.texts()) == 1)
+    assert peer.texts()[0]["event"] == "pusher:connection_established"
+    assert await harness.backend.connections.count(APP.id) == 0
+    peer.close()
+    await wait_until(lambda: not gateway.connections and not gateway.tasks)
+    assert await harness.backend.connections.count(APP.id) == 0
+
+
+async def test_a_connect_storm_is_admitted_in_bounded_batches_per_loop_iteration(harness: Harness) -> None:
+    """Upgrades queue up; each event-loop iteration answers at most ADMISSIONS_PER_ITERATION of them, so
+    the loop serves everything else (deliveries to open sockets) between batches."""
+    gateway = make_gateway(harness)
+    peers = [Peer(gateway, "key-1", "protocol=7") for _ in range(2 * ADMISSIONS_PER_ITERATION + 5)]
+    assert not any(p.written for p in peers)  # nothing is answered inside upgrade() itself
+    answered = []
+    for _ in range(3):
+        await asyncio.sleep(0)  # one loop iteration
+        answered.append(sum(1 for p in peers if p.written))
+    assert answered == [ADMISSIONS_PER_ITERATION, 2 * ADMISSIONS_PER_ITERATION, len(peers)]
+    assert all(p.texts()[0]["event"] == "pusher:connection_established" for p in peers)
 
 
 # -- liveness sweep ----------------------------------------------------------------------------
