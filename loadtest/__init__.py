@@ -1,0 +1,1 @@
+"""Herald benchmarks: `python -m loadtest --help` (and the older single-purpose scripts here)."""
