@@ -26,8 +26,19 @@ AUTH_PARAMS = ("auth_key", "auth_timestamp", "auth_signature")
 
 
 def parse_query(query_string: str) -> list[tuple[str, str]]:
-    """Step 1: URL-decode names and values (PHP percent-encodes them, node and python send them raw)."""
-    return parse_qsl(query_string, keep_blank_values=True)
+    """Step 1: URL-decode names and values (PHP percent-encodes them, node and python send them raw).
+
+    A query with nothing to decode (what the node and python SDKs send) is split by hand: `parse_qsl`
+    costs a fifth of a trigger request's handling here, for the same result
+    (tests/unit/trigger_api/test_query_parsing.py)."""
+    if "%" in query_string or "+" in query_string:
+        return parse_qsl(query_string, keep_blank_values=True)
+    out = []
+    for field in query_string.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            out.append((name, value))
+    return out
 
 
 def query_dict(params: Iterable[tuple[str, str]]) -> dict[str, str]:
