@@ -30,9 +30,10 @@ import functools
 import http
 import logging
 import time
+import types
 import urllib.parse
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,10 +120,13 @@ class Site:
     """What one server answers: built once, shared by every connection's protocol object."""
 
     def __init__(self, app: Any, limits: HttpLimits, fast: FastRoutes | None = None,
-                 upgrade: Upgrade | None = None, upgrade_prefix: str = "/app/") -> None:
+                 upgrade: Upgrade | None = None, upgrade_prefix: str = "/app/", eager: bool = False) -> None:
+        """`eager`: the fast handlers never wait on I/O (every store in memory), so they may run inside
+        the callback that completed the request instead of in a task."""
         self.app = app
         self.limits = limits
         self.fast = fast
+        self.eager = eager
         self.upgrade = upgrade
         self.upgrade_prefix = upgrade_prefix
         shortest = min(limits.header_timeout_s, limits.body_timeout_s, limits.keep_alive_s)
@@ -330,10 +334,19 @@ class HttpConnection(asyncio.Protocol):
     def _dispatch(self, request: Request) -> None:
         self.busy = True
         fast = self.site.fast(request.method, request.path) if self.site.fast is not None else None
-        if fast is not None:
-            self._spawn(self._run_fast(fast, request))
-        else:
+        if fast is None:
             self._spawn(self._run_asgi(request))
+        elif self.site.eager:
+            # Everything in memory: the handler never waits, so it runs (and answers) right here,
+            # without a task and a loop iteration; should it wait after all, a task carries it on.
+            coro = self._run_fast(fast, request)
+            try:
+                waiting_on = coro.send(None)
+            except StopIteration:
+                return
+            self._spawn(_carry_on(coro, waiting_on))
+        else:
+            self._spawn(self._run_fast(fast, request))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -502,6 +515,29 @@ class HttpConnection(asyncio.Protocol):
             elif not done:
                 self.keep_alive = False  # an unfinished body: the connection can't be reused
         self._finished()
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
+    """Drive a coroutine that already ran up to its first suspension, as `yield from` would: hand what
+    it waits on to the task, pass results and exceptions (cancellation) back in."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except BaseException as exc:
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting_on = coro.send(sent)
+        except StopIteration:
+            return
+
+
+async def _carry_on(coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+    await _resume(coro, waiting_on)
 
 
 def _address(addr: Any) -> tuple[str, int] | None:

@@ -32,8 +32,10 @@ from gateway.handler import ProtocolHandler
 from gateway.hub import Hub
 from herald.http import BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES, HEADER_TIMEOUT_S, HttpLimits, Site
 from shared.apps.config import ConfigError
+from shared.apps.database import DatabaseAppRegistry
 from shared.apps.registry import AppChanges, AppRegistry
 from shared.backend import Backend
+from shared.bus.memory_impl import MemoryBus
 from shared.protocol import codes
 from trigger_api.app import build_routes
 from trigger_api.handlers import MAX_BODY_BYTES, TriggerApi
@@ -104,8 +106,10 @@ class Node:
             self.gateway.sockets = server_state.connections
             self.gateway.tasks = server_state.tasks
             upgrade = self.gateway.upgrade
+        # In memory (herald serve without Redis, apps not from a database) a trigger never waits.
+        eager = isinstance(self.backend.bus, MemoryBus) and not isinstance(self.registry, DatabaseAppRegistry)
         return Site(self.app, limits, fast=self.api.fast_route if self.api else None, upgrade=upgrade,
-                    upgrade_prefix=PATH_PREFIX)
+                    upgrade_prefix=PATH_PREFIX, eager=eager)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
