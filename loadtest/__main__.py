@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -68,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storm-sockets", type=int, default=5000)
     p.add_argument("--fanout-subscribers", default="1000,10000", help="comma-separated subscriber counts")
     p.add_argument("--client-procs", type=int, default=2, help="client processes per scenario (default 2)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run each scenario N times (alternating which server goes first) and report medians")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (printed path)")
     p.add_argument("--profile", action="store_true",
@@ -81,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.scenarios = args.scenarios or SCENARIOS
     if args.patch and not args.herald_rev:
         p.error("--patch needs --herald-rev")
+    if args.repeat < 1:
+        p.error("--repeat must be 1 or more")
     return args
 
 
@@ -161,6 +166,17 @@ async def run_scenario(procs: c.Processes, scenario: str, target: t.Target, opts
     return {scenario: measures}
 
 
+def median_of(runs: list[dict[str, s.Measures]]) -> dict[str, s.Measures]:
+    """Per row and measure, the median over repeated runs (the single run when not repeated)."""
+    out: dict[str, s.Measures] = {}
+    for run in runs:
+        for label, measures in run.items():
+            for key in measures:
+                values = sorted(v for r in runs if (v := r.get(label, {}).get(key)) is not None)
+                out.setdefault(label, {})[key] = statistics.median(values) if values else None
+    return out
+
+
 def fmt(value: float | None) -> str:
     if value is None:
         return "n/a"
@@ -216,16 +232,21 @@ async def run(args: argparse.Namespace) -> int:
     failures: list[str] = []
     started = time.monotonic()
     for scenario in args.scenarios:
-        c.wait_for_quiet(args.wait_quiet)
-        for name, start in targets:
-            if not args.quiet:
-                print(f"{scenario} on {name} ({c.machine_load()})", file=sys.stderr)
-            try:
-                results[name].update(await one(args, scenario, start, name, opts))
-            except Exception as exc:  # one failing scenario must not lose the others' numbers
-                failure = f"{name} {scenario} FAILED: {type(exc).__name__}: {exc}"
-                print(f"  {failure}", file=sys.stderr)
-                failures.append(failure)
+        runs: dict[str, list[dict[str, s.Measures]]] = {name: [] for name in names}
+        for repeat in range(args.repeat):
+            c.wait_for_quiet(args.wait_quiet)
+            # Alternate which server goes first, so a load change on the machine hits both alike.
+            for name, start in targets if repeat % 2 == 0 else targets[::-1]:
+                if not args.quiet:
+                    print(f"{scenario} on {name} ({c.machine_load()})", file=sys.stderr)
+                try:
+                    runs[name].append(await one(args, scenario, start, name, opts))
+                except Exception as exc:  # one failing scenario must not lose the others' numbers
+                    failure = f"{name} {scenario} FAILED: {type(exc).__name__}: {exc}"
+                    print(f"  {failure}", file=sys.stderr)
+                    failures.append(failure)
+        for name in names:
+            results[name].update(median_of(runs[name]))
     print(f"# after run ({time.monotonic() - started:.0f}s): {c.machine_load()}")
     print(table(results, names))
     for failure in failures:
