@@ -1,0 +1,40 @@
+"""The HTTP API's publish step for channel events, with or without history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.apps.config import AppConfig
+from shared.backend import Backend
+from shared.bus.base import BusUnavailable, Envelope
+from shared.history.base import HistoryPolicy, history_policy
+
+
+async def publish_channel_events(backend: Backend, app: AppConfig, envelopes: Sequence[Envelope]) -> None:
+    """Publish a request's events (one envelope per channel).
+
+    Apps without history take the bus's path unchanged. Otherwise events of channels that keep
+    history go through the history store, which gives each its position as it keeps and publishes it;
+    the others still go straight to the bus. A failure raises BusUnavailable with how many of the
+    envelopes were published before it (None: unknown).
+    """
+    if app.history_size <= 0:
+        await backend.bus.publish_many(envelopes)
+        return
+    kept: list[tuple[Envelope, HistoryPolicy]] = []
+    plain: list[Envelope] = []
+    for envelope in envelopes:
+        policy = history_policy(app, envelope.channel)
+        if policy is None:
+            plain.append(envelope)
+        else:
+            kept.append((envelope, policy))
+    if plain:
+        await backend.bus.publish_many(plain)
+    if kept:
+        try:
+            await backend.history.publish(kept)
+        except BusUnavailable as exc:
+            if exc.sent is not None:
+                exc.sent += len(plain)
+            raise
