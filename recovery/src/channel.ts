@@ -25,7 +25,7 @@ export interface RecoveryResult {
   recovered: boolean;
   count: number;
   /** Herald's reason (`history_lost`, `no_history`, `too_many`, `rate_limited`, `unavailable`, ...),
-   * or the helper's own: `unsupported` (pusher-js version), `timeout`, `no_position`, `overflow`. */
+   * or the helper's own: `unsupported` (pusher-js version), `timeout`, `no_position`, `overflow`, `incomplete`. */
   reason?: string;
   cause: RecoveryCause;
   /** The channel's position after the recovery. */
@@ -58,6 +58,11 @@ interface Item {
   metadata: EventMetadata;
 }
 
+// Herald's refusals that may pass (its store briefly unreachable, the socket's budget, a recovery
+// already running): asked again after 1, 2 then 4 s before giving up.
+const TRANSIENT = new Set(['unavailable', 'rate_limited', 'busy']);
+const RETRY_DELAYS_MS = [1000, 2000, 4000];
+
 /**
  * One channel as seen through the helper: callbacks bound here get each event once, in the order of
  * the channel's history, including the events missed while the connection was down.
@@ -70,7 +75,9 @@ interface Item {
 export class RecoveredChannel {
   private last: Position | null = null;
   private subscribedBefore = false;
-  private pending: { cause: RecoveryCause; timer: ReturnType<typeof setTimeout> } | null = null;
+  // A recovery asked for (waiting for the answer), or waiting to be asked again after a transient refusal.
+  private pending: { cause: RecoveryCause; timer: ReturnType<typeof setTimeout>; attempt: number; asked: boolean } | null =
+    null;
   // Events held back behind a gap: epoch -> offset -> event (null: a position skipped for this client).
   private held = new Map<string, Map<number, Item | null>>();
   private heldCount = 0;
@@ -212,7 +219,7 @@ export class RecoveredChannel {
   /** @internal Herald's answer to herald:recover. */
   answered(answer: RecoverAnswer): void {
     const pending = this.pending;
-    if (pending === null) return; // an answer for a connection that is gone
+    if (pending === null || !pending.asked) return; // an answer for a connection that is gone
     this.cancelPending();
     const position = parsePosition(answer.position);
     const count = typeof answer.count === 'number' ? answer.count : 0;
@@ -224,14 +231,27 @@ export class RecoveredChannel {
       }
       this.drain();
       if (this.heldCount > 0) {
-        this.request(pending.cause); // still a gap (the node lost more meanwhile)
+        // Still a gap (the node lost more meanwhile): ask again, a few times.
+        if (pending.attempt < RETRY_DELAYS_MS.length) {
+          this.request(pending.cause, pending.attempt + 1);
+          return;
+        }
+        this.flushHeld(null);
+        this.report({ recovered: false, count, reason: 'incomplete', cause: pending.cause });
         return;
       }
       this.report({ recovered: true, count, cause: pending.cause });
       return;
     }
-    this.flushHeld(position);
     const reason = typeof answer.reason === 'string' ? answer.reason : 'refused';
+    if (TRANSIENT.has(reason) && pending.attempt < RETRY_DELAYS_MS.length) {
+      const timer = setTimeout(() => {
+        if (this.pending?.timer === timer) this.request(pending.cause, pending.attempt + 1);
+      }, RETRY_DELAYS_MS[pending.attempt]);
+      this.pending = { cause: pending.cause, timer, attempt: pending.attempt + 1, asked: false };
+      return;
+    }
+    this.flushHeld(position);
     this.report({ recovered: false, count: 0, reason, cause: pending.cause });
   }
 
@@ -331,7 +351,8 @@ export class RecoveredChannel {
     }
   }
 
-  private request(cause: RecoveryCause): void {
+  private request(cause: RecoveryCause, attempt = 0): void {
+    this.pending = null;
     const sent = this.host.requestRecovery(this.name, this.position);
     if (!sent) return; // not connected: the next subscription asks
     const timer = setTimeout(() => {
@@ -340,7 +361,7 @@ export class RecoveredChannel {
       this.flushHeld(null);
       this.report({ recovered: false, count: 0, reason: 'timeout', cause });
     }, this.host.timeoutMs);
-    this.pending = { cause, timer };
+    this.pending = { cause, timer, attempt, asked: true };
   }
 
   private cancelPending(): void {

@@ -147,6 +147,35 @@ describe('RecoveredChannel', () => {
     expect(fake.requests.length).toBe(2);
   });
 
+  it('asks again after a refusal that may pass, holding events meanwhile', () => {
+    vi.useFakeTimers();
+    const { channel, ev, offsets, fake, results } = setup();
+    channel.subscribed('7-0');
+    ev(1);
+    ev(3);
+    channel.answered({ recovered: false, count: 0, position: null, reason: 'unavailable' });
+    expect(offsets()).toEqual([1]);
+    expect(results).toEqual([]);
+    vi.advanceTimersByTime(1000);
+    expect(fake.requests).toEqual(['7-1', '7-1']);
+    channel.answered({ recovered: false, count: 0, position: null, reason: 'rate_limited' });
+    vi.advanceTimersByTime(2000);
+    ev(2);
+    channel.answered({ recovered: true, count: 1, position: '7-2' });
+    expect(offsets()).toEqual([1, 2, 3]);
+    expect(results.map((r) => [r.recovered, r.count])).toEqual([[true, 1]]);
+    // Only so often: then it gives up.
+    ev(5);
+    for (const delay of [1000, 2000, 4000]) {
+      channel.answered({ recovered: false, count: 0, position: null, reason: 'busy' });
+      vi.advanceTimersByTime(delay);
+    }
+    channel.answered({ recovered: false, count: 0, position: '7-5', reason: 'busy' });
+    expect(results.map((r) => [r.recovered, r.reason])).toEqual([[true, undefined], [false, 'busy']]);
+    expect(offsets()).toEqual([1, 2, 3, 5]);
+    expect(fake.requests.length).toBe(3 + 4);
+  });
+
   it('a connection lost during a recovery asks again on the next subscription', () => {
     const { channel, ev, fake, results } = setup();
     channel.subscribed('7-0');
