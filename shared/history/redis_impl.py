@@ -7,6 +7,7 @@ event to the shard the gateways listen on.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -53,7 +54,10 @@ class RedisHistoryStore:
                                                   self._publish_args(envelope, policy))
                 envelope.position = _text(position)
                 return
-            await self._publish_pipelined(items)
+            if self.bus.cluster:
+                await self._publish_per_channel(items)
+            else:
+                await self._publish_pipelined(items)
         except (RedisError, OSError) as exc:
             error = BusUnavailable(f"Redis publish failed: {exc}")
             error.sent = 0 if len(items) == 1 else None
@@ -75,6 +79,21 @@ class RedisHistoryStore:
             elif isinstance(result, Exception):
                 raise result
             envelope.position = _text(result)
+
+    async def _publish_per_channel(self, items: Sequence[tuple[Envelope, HistoryPolicy]]) -> None:
+        """Redis Cluster (redis-py's cluster pipeline refuses scripts): each channel's events in
+        order, the channels concurrently."""
+        by_channel: dict[tuple[str, str], list[tuple[Envelope, HistoryPolicy]]] = {}
+        for envelope, policy in items:
+            by_channel.setdefault((envelope.app_id, envelope.channel), []).append((envelope, policy))
+
+        async def one_channel(events: list[tuple[Envelope, HistoryPolicy]]) -> None:
+            for envelope, policy in events:
+                position = await self.scripts.run(HISTORY_PUBLISH, [self.key(envelope.app_id, envelope.channel)],
+                                                  self._publish_args(envelope, policy))
+                envelope.position = _text(position)
+
+        await asyncio.gather(*(one_channel(events) for events in by_channel.values()))
 
     async def head(self, app_id: str, channel: str, policy: HistoryPolicy) -> str:
         try:

@@ -16,6 +16,7 @@ the time from resubscription to the end of recovery): run with -s to see them.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pusher.http import GET, Request
 
-from tests.clusterutil import Cluster, restart_gateway, running_cluster
+from tests.clusterutil import Cluster, restart_gateway, running_cluster, start_cluster
 from tests.pusherjs import NodeDriver, node_available
 from tests.rawclient import unique
 from tests.recovering import BUILDS, Follower, Publisher, Tally, follow, recovery_driver, settle, tally
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisClusterFixture, RedisServer
 from tests.tcpproxy import FailoverProxy
 
 APP: dict[str, Any] = {"id": "31", "key": "history-key", "secret": "history-secret", "history_size": 10_000,
@@ -162,3 +164,59 @@ async def test_redis_restart_loses_history_and_clients_are_told(cluster: Cluster
         # but not yet reachable by a gateway, the helper is told `unavailable` and asks again.)
         assert any(not ok and reason == "history_lost" for ok, reason, _ in t.recoveries), t
         assert (t.duplicates, t.out_of_order) == (0, 0), t
+
+
+async def test_on_a_redis_cluster(tmp_path: Path, driver: NodeDriver) -> None:
+    """The history script appends and SPUBLISHes in one slot (the stream key's hash tag is the topic):
+    channels spread over the masters, a batch across them (one pipelined round trip per master), and a
+    recovery after a disconnection."""
+    redis = RedisClusterFixture(tmp_path).start()
+    cluster = start_cluster(tmp_path, redis, [APP], gateways=2, prefix="hh")
+    try:
+        channels = [unique(f"history-shard{i}") for i in range(4)]
+        followers = [await follow(driver, f"shard{i}", "pusher8", APP["key"], cluster.ports[i % 2], channel)
+                     for i, channel in enumerate(channels)]
+        sdk = cluster.sdk()
+
+        def batch(seq: int) -> None:
+            sdk.trigger_batch([{"channel": c, "name": "seq", "data": json.dumps({"seq": seq})} for c in channels])
+
+        await asyncio.to_thread(batch, 0)
+        for follower in followers:
+            await follower.until(lambda f=follower: f.seqs() == [0], "the first batch")
+        for follower in followers:
+            await driver.command("disconnect", client=follower.name)
+            await follower.client.wait_state("disconnected")
+        for seq in range(1, 6):
+            await asyncio.to_thread(batch, seq)
+        for follower in followers:
+            await driver.command("connect_again", client=follower.name)
+        for follower in followers:
+            await follower.until(lambda f=follower: bool(f.recoveries()), "the recovery")
+            assert follower.seqs() == list(range(6))
+            assert [(r["recovered"], r["count"]) for r in follower.recoveries()] == [(True, 5)]
+        # Each channel's stream sits on the master where its gateways' shard channel subscription is.
+        by_port = {server.port: server for server in redis.servers}
+        for channel in channels:
+            topic = f"hh:ev:{APP['id']}:{channel}"
+            holders = []
+            for port, server in by_port.items():
+                client = server.client()
+                try:
+                    if client.execute_command("CLUSTER", "COUNTKEYSINSLOT", client.cluster("KEYSLOT", topic)) > 0:
+                        subscribers = client.execute_command("PUBSUB", "SHARDNUMSUB", topic)
+                        holders.append((port, int(subscribers[1])))
+                finally:
+                    client.close()
+            assert len(holders) == 1 and holders[0][1] >= 1, (channel, holders)
+        assert len({(await asyncio.to_thread(lambda c=c: history_head(cluster, c))) for c in channels}) == 4
+    finally:
+        cluster.stop()
+
+
+def history_head(cluster: Cluster, channel: str) -> str:
+    """The channel's history over the HTTP API (it holds the six events); its latest position."""
+    client = cluster.sdk()._pusher_client
+    answer = client.http.send_request(Request(client, GET, f"/apps/{APP['id']}/channels/{channel}/history", {}))
+    assert [json.loads(e["data"])["seq"] for e in answer["events"]] == list(range(6))
+    return str(answer["position"])
