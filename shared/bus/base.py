@@ -48,10 +48,13 @@ class Envelope:
                 self.ts)
 
     def pack(self) -> bytes:
+        # Spelled out (not through _head) because every published event is packed once.
         if self.position is None:
             # Without a position the bytes are those of envelopes from before positions existed.
-            return msgpack.packb(self._head(), use_bin_type=True)
-        return msgpack.packb((*self._head(), self.position), use_bin_type=True)
+            return msgpack.packb((self.app_id, self.channel, self.event, self.data, self.exclude, self.user_id,
+                                  self.origin, self.ts), use_bin_type=True)
+        return msgpack.packb((self.app_id, self.channel, self.event, self.data, self.exclude, self.user_id,
+                              self.origin, self.ts, self.position), use_bin_type=True)
 
     def pack_open(self) -> bytes:
         """The envelope packed without its position but with an array header that counts it: the
