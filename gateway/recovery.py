@@ -11,6 +11,7 @@ false` with a reason and the position the socket is now at: never a silent parti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -63,6 +64,10 @@ class Recovery:
         self.backend = backend
         self.cache = cache
         self.clock = clock
+        # Topic -> the store read filling the cache for it, so that sockets recovering the same channel
+        # at once (a node's share of a restarted node's clients) wait for one read instead of each
+        # reading and encoding the same events.
+        self._reading: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     # -- positions ------------------------------------------------------------------------------
 
@@ -168,14 +173,24 @@ class Recovery:
         epoch, offset = parsed
         topic = (app_id, channel)
         frames = self.cache.after(topic, epoch, offset)
+        reading = self._reading.get(topic)
+        if frames is None and reading is not None:
+            await asyncio.shield(reading)  # its outcome is not ours: only the cache it filled matters
+            frames = self.cache.after(topic, epoch, offset)
         if frames is not None:
             metrics.RECOVERY_SOURCE.labels("cache").inc()
         else:
             metrics.RECOVERY_SOURCE.labels("store").inc()
-            frames = [(payload, text_frame(payload), env.exclude)
-                      for env in await self._read_missed(app_id, channel, since, offset)
-                      for payload in (event_payload(env),)]
-            self.cache.fill(topic, epoch, offset + 1, frames)
+            done = self._reading[topic] = asyncio.get_running_loop().create_future()
+            try:
+                frames = [(payload, text_frame(payload), env.exclude)
+                          for env in await self._read_missed(app_id, channel, since, offset)
+                          for payload in (event_payload(env),)]
+                self.cache.fill(topic, epoch, offset + 1, frames)
+            finally:
+                if self._reading.get(topic) is done:
+                    del self._reading[topic]
+                done.set_result(None)
         if len(frames) > MAX_REPLAY_EVENTS or sum(len(f[0]) for f in frames) > MAX_REPLAY_BYTES:
             raise _Refused(TOO_MANY)
         return frames, format_position(epoch, offset + len(frames))

@@ -333,3 +333,30 @@ def test_replay_cache_merges_reads_and_evicts_by_bytes() -> None:
     assert cache.after(topic, "9", 19) is None  # least recently used went first
     cache.drop(("a", "v"))
     assert cache.after(("a", "v"), "1", 0) is None
+
+
+async def test_sockets_recovering_the_same_channel_at_once_share_one_store_read() -> None:
+    backend = memory_backend()
+    _, success = await subscribed(Harness(backend=backend), "room-1")
+    await publish(backend, "room-1", 5)
+    fresh = Harness(backend=backend)  # nothing cached on this node
+    clients = [(await subscribed(fresh, "room-1"))[0] for _ in range(3)]
+    reads = count_reads(backend)
+    gate = Gate()
+    store = backend.history
+    assert isinstance(store, MemoryHistoryStore)
+    counted = store.read
+
+    async def slow_read(*args: Any) -> Any:
+        await gate.wait()
+        return await counted(*args)
+
+    store.read = slow_read  # type: ignore[method-assign]
+    tasks = [asyncio.create_task(recover(c, "room-1", success["position"])) for c in clients]
+    await gate.entered.wait()
+    await settle()
+    gate.open()
+    for task in tasks:
+        frames = await task
+        assert numbers(frames) == [0, 1, 2, 3, 4] and answer(frames)["count"] == 5
+    assert len(reads) == 1
