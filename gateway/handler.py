@@ -239,7 +239,7 @@ class ProtocolHandler:
         ctype = channel_type(channel)
         if ctype.needs_auth:
             conn.authorized = True
-        conn.send(messages.subscription_succeeded(channel, roster, position))
+        conn.send(messages.subscription_succeeded(channel, roster, position, history=policy is not None))
         if ctype.cache:
             await self.replay_cache(conn, channel)
         conn.release(channel)

@@ -163,8 +163,9 @@ export class RecoveredChannel {
 
   // -- the client's side (called by HeraldRecovery) -----------------------------------------------
 
-  /** @internal pusher_internal:subscription_succeeded, with Herald's start position if any. */
-  subscribed(position: unknown): void {
+  /** @internal pusher_internal:subscription_succeeded: on a channel with history (`history`), Herald's
+   * start position, or null when Herald could not read it. */
+  subscribed(position: unknown, history = position !== undefined): void {
     const again = this.subscribedBefore;
     const cause: RecoveryCause = again ? 'resubscribe' : this.sinceGiven ? 'since' : 'gap';
     const asked = again || this.sinceGiven;
@@ -176,7 +177,7 @@ export class RecoveredChannel {
       return;
     }
     const start = parsePosition(position);
-    if (start === null) {
+    if (!history) {
       // The channel keeps no history (or the server is not Herald): nothing can be recovered.
       this.flushHeld(null);
       this.last = null;
@@ -184,6 +185,13 @@ export class RecoveredChannel {
       return;
     }
     const last = this.last;
+    if (start === null) {
+      // History, but Herald could not say where the subscription starts (its store was unreachable):
+      // ask from where this client is; the answer (or its retries) decides.
+      if (last !== null) this.request(cause);
+      else if (asked) this.report({ recovered: false, count: 0, reason: 'no_position', cause });
+      return;
+    }
     if (last === null) {
       this.last = start;
       if (asked) this.report({ recovered: false, count: 0, reason: 'no_position', cause });

@@ -193,7 +193,8 @@ export class HeraldRecovery {
     const name = frame.event;
     if (!channel || typeof name !== 'string') return;
     if (name === SUBSCRIPTION_SUCCEEDED) {
-      channel.subscribed(frame.position);
+      // Herald sends `position` on channels with history (null when it could not read it).
+      channel.subscribed(frame.position, 'position' in frame);
     } else if (name === RECOVERED_EVENT) {
       const answer = decoded ? frame.data : decodeData(frame.data);
       if (answer && typeof answer === 'object') channel.answered(answer as RecoverAnswer);

@@ -199,6 +199,19 @@ describe('RecoveredChannel', () => {
     expect(fake.requests).toEqual(['7-0']);
   });
 
+  it('asks from its own position when Herald could not say where the subscription starts', () => {
+    const { channel, ev, fake } = setup();
+    channel.subscribed('7-0');
+    ev(1);
+    channel.subscribed(null, true);
+    expect(fake.requests).toEqual(['7-1']);
+    const fresh = setup();
+    fresh.channel.subscribed(null, true);
+    fresh.channel.subscribed(null, true);
+    expect(fresh.fake.requests).toEqual([]);
+    expect(fresh.results.map((r) => r.reason)).toEqual(['no_position']);
+  });
+
   it('starts from a given position on the first subscription', () => {
     const { channel, fake, results } = setup('7-5');
     channel.subscribed('7-8');

@@ -48,9 +48,11 @@ PONG = event(events.PONG, "{}")
 PING = event(events.PING, "{}")
 
 
-def subscription_succeeded(channel: str, data: str = "{}", position: str | None = None) -> bytes:
-    """On a channel with history, `position` is where this subscription starts (docs/history.md)."""
-    if position is None:
+def subscription_succeeded(channel: str, data: str = "{}", position: str | None = None, history: bool = False
+                           ) -> bytes:
+    """On a channel with history (`history`), `position` is where this subscription starts, or null when
+    it could not be read (docs/history.md); other channels get Pusher's frame unchanged."""
+    if not history:
         return event(events.SUBSCRIPTION_SUCCEEDED, data, channel)
     return event(events.SUBSCRIPTION_SUCCEEDED, data, channel, position=position)
 

@@ -17,7 +17,8 @@ from shared.bus.base import Envelope
 from shared.history.base import offset_of, parse_position
 from shared.history.memory_impl import MemoryHistoryStore
 from shared.history.publish import publish_channel_events
-from tests.unit.fakes import Client, Gate, Harness, decode, make_app, settle
+from shared.state.base import StoreUnavailable
+from tests.unit.fakes import Client, FailingCall, Gate, Harness, decode, make_app, settle
 
 APP = make_app(id="h-app", key="h-key", secret="h-secret", history_size=50, history_channel_prefixes=("room-",))
 PLAIN = make_app(id="p-app", key="p-key", secret="p-secret")
@@ -360,3 +361,13 @@ async def test_sockets_recovering_the_same_channel_at_once_share_one_store_read(
         frames = await task
         assert numbers(frames) == [0, 1, 2, 3, 4] and answer(frames)["count"] == 5
     assert len(reads) == 1
+
+
+async def test_a_subscription_succeeds_with_a_null_position_while_the_history_is_unreachable() -> None:
+    backend = memory_backend()
+    backend.history = FailingCall(backend.history, "head", StoreUnavailable("down"))  # type: ignore[assignment]
+    harness = Harness(backend=backend)
+    _, success = await subscribed(harness, "room-1")
+    assert "position" in success and success["position"] is None
+    _, plain = await subscribed(harness, "news")
+    assert "position" not in plain
