@@ -1,5 +1,5 @@
 """Harness of the history and recovery end-to-end tests: a paced publisher of numbered events, clients
-that use @herald/recovery (tests/node/recovery_driver.mjs), and the tally of what each client got.
+that use herald-channels-recovery (tests/node/recovery_driver.mjs), and the tally of what each client got.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ if ! "$PY" -c 'import herald, pusher' 2>/dev/null; then
   "$PY" -m pip install -q -e "$ROOT" -r server/requirements.txt
 fi
 
-# Node: the recovery helper's and the hooks package's builds (linked as @herald/recovery and
+# Node: the recovery helper's and the hooks package's builds (linked as herald-channels-recovery and
 # herald-channels-react), then this app's dependencies and build.
 if [ ! -f "$ROOT/recovery/dist/index.js" ]; then
   (cd "$ROOT/recovery" && npm ci --no-audit --no-fund && npm run build)

@@ -5,7 +5,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-# The package depends on ../recovery (@herald/recovery, built): keep that relative path valid.
+# The package depends on ../recovery (herald-channels-recovery, built): keep that relative path valid.
 work="$tmp/react"
 mkdir "$work"
 ln -s "$here/../recovery" "$tmp/recovery"

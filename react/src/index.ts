@@ -12,7 +12,10 @@ export { useEvent } from './useEvent';
 export type { EventCallback, EventMetadata } from './useEvent';
 export { useRecovery } from './useRecovery';
 export type { RecoveryState } from './useRecovery';
-export type { RecoveryResult } from '@herald/recovery';
+// The recovery helper the hooks use, for code that binds through it directly (the same instance per
+// pusher-js client as the hooks').
+export { HeraldRecovery, RecoveredChannel, recoveryFor } from 'herald-channels-recovery';
+export type { RecoveryOptions, RecoveryResult, ChannelOptions } from 'herald-channels-recovery';
 export { usePresenceChannel } from './usePresenceChannel';
 export type { PresenceMember, PresenceState } from './usePresenceChannel';
 export { useConnectionState } from './useConnectionState';

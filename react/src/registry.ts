@@ -1,6 +1,6 @@
 import type Pusher from 'pusher-js';
 import type { Channel } from 'pusher-js';
-import { recoveryFor, type HeraldRecovery, type RecoveredChannel } from '@herald/recovery';
+import { recoveryFor, type HeraldRecovery, type RecoveredChannel } from 'herald-channels-recovery';
 
 interface Entry {
   channel: Channel;
@@ -16,7 +16,7 @@ interface Entry {
  * `release` when it unmounts. The channel is subscribed on the first
  * acquire and unsubscribed only after the last holder released it.
  *
- * While a channel is held, the client's @herald/recovery helper follows it
+ * While a channel is held, the client's herald-channels-recovery helper follows it
  * from its subscription on, so the hooks that bind through the helper get
  * every event once and in order across reconnections (on Herald, for channels
  * with history).

@@ -25,7 +25,7 @@ export type EventCallback<T> = (data: T, metadata: EventMetadata) => void;
  * name; the latest `callback` is always the one called, so passing an inline
  * function neither rebinds nor resubscribes.
  *
- * Events come through @herald/recovery: on Herald, for channels with history,
+ * Events come through herald-channels-recovery: on Herald, for channels with history,
  * each event once and in order, including those published while the client
  * was disconnected.
  */

@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'react';
 import type { Channel } from 'pusher-js';
-import type { RecoveredChannel, RecoveryResult } from '@herald/recovery';
+import type { RecoveredChannel, RecoveryResult } from 'herald-channels-recovery';
 import { useHeraldContext } from './context';
 import { useChannel } from './useChannel';
 
@@ -11,7 +11,7 @@ export interface RecoveryState {
    * (the channel keeps no history, or it no longer reaches back far enough): reload what you show.
    */
   recovered: boolean | null;
-  /** The latest outcome, a new object each time (handy as an effect dependency); see @herald/recovery. */
+  /** The latest outcome, a new object each time (handy as an effect dependency); see herald-channels-recovery. */
   recovery: RecoveryResult | null;
 }
 
@@ -19,7 +19,7 @@ const NONE: RecoveryState = { recovered: null, recovery: null };
 
 /**
  * Whether the events `channel` missed while the connection was down were recovered (Herald's
- * channel history, through @herald/recovery). `channel` is a Channel or a channel name (the hook
+ * channel history, through herald-channels-recovery). `channel` is a Channel or a channel name (the hook
  * then subscribes itself).
  *
  * ```tsx

@@ -2,7 +2,7 @@ import { StrictMode, useState } from 'react';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type Pusher from 'pusher-js';
 import type PusherServer from 'pusher';
-import { recoveryFor } from '@herald/recovery';
+import { recoveryFor } from 'herald-channels-recovery';
 import { HeraldProvider, useChannel, useChannelStatus, useEvent } from '../src';
 import { startHerald, type HeraldServer } from './helpers/herald';
 import { startAuthServer, type AuthServer } from './helpers/auth';
@@ -244,7 +244,7 @@ describe('useChannelStatus', () => {
 });
 
 /** How many callbacks are bound for an event on a channel: useEvent binds through the client's
- * @herald/recovery helper (pusher-js itself holds none). */
+ * herald-channels-recovery helper (pusher-js itself holds none). */
 function countBindings(pusher: Pusher, channel: string, event: string): number {
   const onPusher = (pusher.channel(channel) as unknown as { callbacks: { get(name: string): unknown[] | undefined } })
     .callbacks.get(event)?.length ?? 0;

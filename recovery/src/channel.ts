@@ -385,7 +385,7 @@ export class RecoveredChannel {
       try {
         listener(this.result);
       } catch (error) {
-        console.error(`@herald/recovery: a recovery listener of ${this.name} threw`, error);
+        console.error(`herald-channels-recovery: a recovery listener of ${this.name} threw`, error);
       }
     }
   }
@@ -396,14 +396,14 @@ export class RecoveredChannel {
       try {
         callback(item.data, item.metadata);
       } catch (error) {
-        console.error(`@herald/recovery: a callback for ${item.event} on ${this.name} threw`, error);
+        console.error(`herald-channels-recovery: a callback for ${item.event} on ${this.name} threw`, error);
       }
     }
     for (const callback of [...this.globalCallbacks]) {
       try {
         callback(item.event, item.data, item.metadata);
       } catch (error) {
-        console.error(`@herald/recovery: a global callback on ${this.name} threw`, error);
+        console.error(`herald-channels-recovery: a global callback on ${this.name} threw`, error);
       }
     }
   }

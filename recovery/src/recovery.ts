@@ -106,7 +106,7 @@ export class HeraldRecovery {
    */
   channel(name: string, options: ChannelOptions = {}): RecoveredChannel {
     if (name.startsWith('private-encrypted-')) {
-      throw new Error(`@herald/recovery: encrypted channels are not supported (${name}); bind through pusher-js.`);
+      throw new Error(`herald-channels-recovery: encrypted channels are not supported (${name}); bind through pusher-js.`);
     }
     let channel = this.channels.get(name);
     if (!channel) {
@@ -148,7 +148,7 @@ export class HeraldRecovery {
     if (!this.supported) return;
     this.supported = false;
     this.reason = reason;
-    this.warn(`@herald/recovery: ${reason}; events are delivered without recovery.`);
+    this.warn(`herald-channels-recovery: ${reason}; events are delivered without recovery.`);
     // Events then come from pusher-js's public message event, already decoded, without positions.
     this.pusher.connection.bind('message', this.onDecoded);
   }

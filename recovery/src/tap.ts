@@ -65,7 +65,7 @@ function currentTransport(pusher: PusherLike): Dispatcher | null {
 export function tapFrames(pusher: PusherLike, listener: FrameListener, onFailure: (reason: string) => void): Tap | string {
   const version = pusherVersion(pusher);
   if (version === null || !KNOWN_PUSHER_VERSIONS.test(version)) {
-    return `pusher-js ${version ?? '(unknown version)'} is not a version @herald/recovery knows (7.x, 8.x)`;
+    return `pusher-js ${version ?? '(unknown version)'} is not a version herald-channels-recovery knows (7.x, 8.x)`;
   }
   let attached: Dispatcher | null = null;
   const onMessage = (message: { data?: unknown }): void => {
@@ -78,7 +78,7 @@ export function tapFrames(pusher: PusherLike, listener: FrameListener, onFailure
     attached = transport;
     transport?.bind('message', onMessage);
   };
-  const missing = `pusher-js ${version}: its connection has no transport where @herald/recovery expects it`;
+  const missing = `pusher-js ${version}: its connection has no transport where herald-channels-recovery expects it`;
   const detach = (): void => {
     pusher.connection.unbind('state_change', onState);
     attached?.unbind('message', onMessage);

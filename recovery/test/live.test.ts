@@ -155,7 +155,7 @@ describe('on a pusher-js version it does not know', () => {
     (pusher as unknown as { timeline: { options: { version: string } } }).timeline.options.version = '99.0.0';
     const recovery = new HeraldRecovery(pusher, { warn: (m) => warnings.push(m) });
     expect(recovery.supported).toBe(false);
-    expect(warnings).toEqual([expect.stringContaining('pusher-js 99.0.0 is not a version @herald/recovery knows')]);
+    expect(warnings).toEqual([expect.stringContaining('pusher-js 99.0.0 is not a version herald-channels-recovery knows')]);
     const name = unique('room');
     const { got, results } = follow(recovery, name);
     await waitFor(() => pusher.channel(name)?.subscribed, 'subscribed');

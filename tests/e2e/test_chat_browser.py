@@ -5,7 +5,7 @@ trigger API and the two gateways, and the built page. examples/chat/e2e/browser.
 driving the Debian `chromium` binary: nothing is downloaded) then plays two users in two browser
 contexts, Alice on gateway A and Bob on gateway B: both online, typing, an optimistic send, a reply,
 Bob's connection cut and restored (the message sent meanwhile arrives over his socket, once: Herald's
-channel history through @herald/recovery, no HTTP refetch), Bob leaving, Bob back, an @mention
+channel history through herald-channels-recovery, no HTTP refetch), Bob leaving, Bob back, an @mention
 reaching him in another room (a server-to-user event). It saves a screenshot of each step
 to tests/artifacts/chat/.
 

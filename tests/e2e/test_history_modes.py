@@ -1,4 +1,4 @@
-"""Channel history on `herald serve` (in memory): recovery with @herald/recovery on pusher-js, trimming,
+"""Channel history on `herald serve` (in memory): recovery with herald-channels-recovery on pusher-js, trimming,
 the TTL, the per-app opt-in, and `GET /apps/{id}/channels/{name}/history` through the PyPI and npm
 `pusher` SDKs (docs/history.md).
 """

@@ -1,4 +1,4 @@
-"""No message lost (docs/history.md): clients with @herald/recovery on unmodified pusher-js 8, pusher-js 7
+"""No message lost (docs/history.md): clients with herald-channels-recovery on unmodified pusher-js 8, pusher-js 7
 and laravel-echo, spread over a real cluster (redis-server, three `herald gateway`, one `herald
 trigger-api`), while numbered events are published at 100 per second. Each scenario disturbs the
 clients' connections and then counts, per client, the events missing, duplicated and out of order.

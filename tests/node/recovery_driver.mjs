@@ -1,4 +1,4 @@
-// Drives clients that use @herald/recovery, for Herald's history and recovery end-to-end tests.
+// Drives clients that use herald-channels-recovery, for Herald's history and recovery end-to-end tests.
 //
 // Same line protocol as driver.mjs (commands on stdin, one JSON report per line on stdout, a
 // "result" per command). A client is pusher-js 8, pusher-js 7 or laravel-echo 2 (on pusher-js 8),
@@ -17,7 +17,7 @@ import readline from 'node:readline';
 import Echo from 'laravel-echo';
 import Pusher8 from 'pusher-js';
 import Pusher7 from 'pusher-js-7';
-import { HeraldRecovery } from '@herald/recovery';
+import { HeraldRecovery } from 'herald-channels-recovery';
 
 const BUILDS = { pusher8: Pusher8, pusher7: Pusher7 };
 const clients = new Map();

@@ -283,7 +283,7 @@ async function run(browser, proxy, pages) {
   await screenshot(bob, 'bob-connection-lost');
   await screenshot(alice, 'alice-sees-bob-dropped');
 
-  // 7. Bob's connection comes back: pusher-js resubscribes, and the hooks (@herald/recovery) ask
+  // 7. Bob's connection comes back: pusher-js resubscribes, and the hooks (herald-channels-recovery) ask
   //    Herald for what the channel carried meanwhile: the missed message arrives over the socket,
   //    once, and the page makes no HTTP request for it.
   const historyGetsBefore = bob.historyGets.length;

@@ -61,7 +61,7 @@ function reducer(entries: Entry[], action: Action): Entry[] {
  * `private-room-{room}`, and optimistic sends reconciled with what was stored.
  *
  * Nothing is refetched after a reconnection: Herald keeps the channel's recent events (the app's
- * `history_size`), and `useEvent` (through @herald/recovery) replays the ones published while this
+ * `history_size`), and `useEvent` (through herald-channels-recovery) replays the ones published while this
  * page was offline, once each and in order. Only when it says that was impossible (`recovered:
  * false`: offline longer than the history reaches, or Herald lost it) does the page ask the backend.
  */

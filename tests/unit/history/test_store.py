@@ -15,8 +15,8 @@ from shared.bus.base import Envelope
 from shared.history.base import HistoryPolicy, history_policy, offset_of, parse_position
 from shared.history.memory_impl import MemoryHistoryStore
 from shared.history.publish import publish_channel_events
+from tests.unit.bus.test_bus import Recorder, env
 from tests.unit.fakes import ManualClock
-from tests.unit.test_stores import Recorder, env
 
 POLICY = HistoryPolicy(size=5, ttl_s=60)
 
