@@ -150,7 +150,7 @@ def redis_costs(args: argparse.Namespace, procs: c.Processes, src: str | None) -
     out: dict[str, Any] = {}
     for name, call in (
         ("publish", lambda p: p.publish("herald:ev:1:bench", envelope.pack())),
-        ("history_script", lambda p: p.evalsha(sha, 1, "{herald:ev:1:bench}:hist", "herald:ev:1:bench", 1000,
+        ("history_script", lambda p: p.evalsha(sha, 1, "herald:hist:{herald:ev:1:bench}", "herald:ev:1:bench", 1000,
                                                3_600_000, "281474976710655", envelope.pack_open(), "0")),
     ):
         client.config_resetstat()

@@ -1,8 +1,9 @@
 """Channel history over Redis: one capped, expiring stream per channel (see `shared.history.base`).
 
-The stream's key carries the channel's bus topic as its hash tag (`{herald:ev:APP:CHANNEL}:hist`), so
-on a Redis Cluster it lives in the topic's slot and one script can append to it and SPUBLISH the
-event to the shard the gateways listen on.
+The stream's key carries the channel's bus topic as its hash tag (`herald:hist:{herald:ev:APP:CHANNEL}`),
+so on a Redis Cluster it lives in the topic's slot and one script can append to it and SPUBLISH the
+event to the shard the gateways listen on; it starts with the prefix like every key of Herald's (the
+ACL's key pattern, `shared/redis/acl.py`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ class RedisHistoryStore:
         self._sharded = "1" if bus.cluster else "0"
 
     def key(self, app_id: str, channel: str) -> bytes:
-        return b"{" + self.bus.topic(app_id, channel) + b"}:hist"
+        # The topic has no braces (app ids and channel names can't contain them): the whole topic is
+        # the tag, and the topic's own slot is that of its whole name.
+        return self.bus.prefix.encode() + b":hist:{" + self.bus.topic(app_id, channel) + b"}"
 
     def _publish_args(self, envelope: Envelope, policy: HistoryPolicy) -> list[Any]:
         return [self.bus.topic(envelope.app_id, envelope.channel), policy.size, policy.ttl_s * 1000, new_epoch(),

@@ -1,5 +1,5 @@
 -- Keep an event in its channel's history and publish it, as one step (docs/history.md).
--- KEYS[1]: the channel's history stream ({TOPIC}:hist, in the topic's cluster slot)
+-- KEYS[1]: the channel's history stream (PREFIX:hist:{TOPIC}, in the topic's cluster slot)
 -- ARGV[1]: the channel's bus topic (TOPIC), ARGV[2]: events kept, ARGV[3]: TTL in milliseconds,
 -- ARGV[4]: epoch for a history that does not exist yet, ARGV[5]: the envelope without its position
 -- (msgpack; appending the packed position completes it), ARGV[6]: '1' to SPUBLISH (Redis Cluster)

@@ -1,5 +1,5 @@
 -- A channel's latest position and some of its events, read as one snapshot.
--- KEYS[1]: the channel's history stream ({TOPIC}:hist)
+-- KEYS[1]: the channel's history stream (PREFIX:hist:{TOPIC})
 -- ARGV[1]: a position to read after (exclusive), or '' for the latest events; ARGV[2]: at most this many
 -- Returns {latest position or false, entries}: entries as XRANGE gives them (id, {'e', envelope}),
 -- oldest first after a position, newest first for the latest.
