@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.outbound import Sink
 from shared import metrics
 from shared.apps.config import AppConfig
+from shared.history.base import offset_of
 from shared.protocol import messages
 from shared.protocol.users import SignedInUser
 from shared.state.base import Member
@@ -22,6 +23,8 @@ class Connection:
         "last_seen",
         "opened_at",
         "ping_sent_at",
+        "recover_at",
+        "recover_budget",
         "sink",
         "socket_id",
         "user",
@@ -33,8 +36,9 @@ class Connection:
         self.sink = sink
         # channel -> presence member (None on non-presence channels)
         self.channels: dict[str, Member | None] = {}
-        # channel -> frames that arrived while the subscription was being confirmed
-        self.held: dict[str, list[tuple[bytes, bytes | None]]] = {}
+        # channel -> frames (with their history positions) that arrived while the subscription was being
+        # confirmed, or while a recovery of the channel was being read
+        self.held: dict[str, list[tuple[bytes, bytes | None, str | None]]] = {}
         self.last_seen = now
         self.opened_at = now
         # Signed in, or subscribed to a private/presence channel (apps may require it: docs/protocol.md,
@@ -45,6 +49,9 @@ class Connection:
         self.client_event_count = 0
         self.user: SignedInUser | None = None
         self.closed = False
+        # herald:recover budget (gateway/recovery.py), refilled from recover_at.
+        self.recover_budget = 0.0
+        self.recover_at = float("-inf")
 
     def send(self, payload: bytes, wire: bytes | None = None) -> None:
         self.sink.send(payload, wire)
@@ -59,14 +66,23 @@ class Connection:
         metrics.SUBSCRIPTIONS.labels(type_).inc()
         self.sink.send(messages.subscription_error(channel, type_, message, status))
 
-    def deliver(self, channel: str, payload: bytes, wire: bytes | None) -> None:
+    def deliver(self, channel: str, payload: bytes, wire: bytes | None, position: str | None = None) -> None:
         """A channel event: held back while this socket's subscription to it is still pending."""
         held = self.held.get(channel)
         if held is not None:
-            held.append((payload, wire))
+            held.append((payload, wire, position))
         else:
             self.sink.send(payload, wire)
 
-    def release(self, channel: str) -> None:
-        for payload, wire in self.held.pop(channel, ()):
-            self.sink.send(payload, wire)
+    def release(self, channel: str, through: str | None = None) -> None:
+        """Send the held frames, except those at or before the position `through` (already replayed)."""
+        held = self.held.pop(channel, ())
+        if through is None:
+            for payload, wire, _ in held:
+                self.sink.send(payload, wire)
+            return
+        epoch = through[: through.rindex("-") + 1]
+        last = offset_of(through)
+        for payload, wire, position in held:
+            if position is None or not position.startswith(epoch) or offset_of(position) > last:
+                self.sink.send(payload, wire)

@@ -21,12 +21,14 @@ import orjson
 from gateway.connection import Connection
 from gateway.counts import SubscriptionCounts
 from gateway.hub import Hub
+from gateway.recovery import Recovery
 from gateway.users import UserSessions
 from shared import metrics, transitions
 from shared.apps.config import AppConfig
 from shared.backend import Backend
 from shared.bus.base import BusUnavailable, Envelope
 from shared.clock import Clock
+from shared.history.base import history_policy
 from shared.protocol import codes, events, messages
 from shared.protocol.channels import ChannelKind, channel_name_error, channel_type, server_to_user_channel
 from shared.protocol.signatures import auth_token_error, channel_string_to_sign
@@ -46,6 +48,7 @@ class ProtocolHandler:
         self.clock = clock  # monotonic seconds
         self.users = UserSessions(backend, hub)
         self.counts = SubscriptionCounts(backend, clock)
+        self.recovery = Recovery(backend, hub.replay, clock)
         # (app, channel) -> [lock, holders]; see serialised()
         self._transition_locks: dict[tuple[str, str], list[Any]] = {}
 
@@ -84,6 +87,8 @@ class ProtocolHandler:
                 await self.users.signin(conn, data)
             elif name.startswith(events.CLIENT_EVENT_PREFIX):
                 await self.client_event(conn, msg)
+            elif name == events.RECOVER:
+                await self.recovery.handle(conn, msg, data)
             else:
                 conn.error(f"Unsupported event: {name[:64]}", codes.INVALID_MESSAGE)
         except BusUnavailable:  # also StoreUnavailable
@@ -207,6 +212,9 @@ class ProtocolHandler:
                 count = await self.backend.occupancy.add(app.id, channel, conn.socket_id)
                 added = member if result is not None and result.added else None
                 await self.webhook(app, transitions.joined_webhooks(channel, count == 1, added))
+            # On a channel with history, where this subscription starts (docs/history.md).
+            policy = history_policy(app, channel)
+            position = await self.recovery.current_position(conn, channel, policy) if policy else None
         except Exception:
             if joined_hub:
                 await self.hub.leave(conn, channel)
@@ -231,7 +239,7 @@ class ProtocolHandler:
         ctype = channel_type(channel)
         if ctype.needs_auth:
             conn.authorized = True
-        conn.send(messages.subscription_succeeded(channel, roster))
+        conn.send(messages.subscription_succeeded(channel, roster, position, history=policy is not None))
         if ctype.cache:
             await self.replay_cache(conn, channel)
         conn.release(channel)

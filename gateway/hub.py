@@ -1,7 +1,8 @@
 """The node's local fan-out: which local sockets are in which channel, and bus subscriptions.
 
 An envelope from the bus is encoded once and framed once, then the same bytes are queued on every
-local subscriber except the excluded socket.
+local subscriber except the excluded socket. Events of channels with history also go to the node's
+replay cache (docs/history.md), and the excluded socket gets a marker of the position it skips.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 from gateway.connection import Connection
 from gateway.frames import text_frame
+from gateway.replay_cache import ReplayCache
 from shared import metrics
 from shared.bus.base import Bus, Envelope
 from shared.protocol import codes, events, messages
@@ -22,12 +24,25 @@ log = logging.getLogger("herald.gateway")
 Topic = tuple[str, str]
 
 
+def event_payload(env: Envelope) -> bytes:
+    """The client frame of an event published on the bus: one home for live and replay."""
+    if env.channel.startswith(WATCH_PREFIX):
+        # Watchlist events are connection-level: no channel field.
+        return messages.event(env.event, env.data)
+    if env.user_id is not None:
+        return messages.event(env.event, env.data, env.channel, user_id=env.user_id)
+    if env.position is not None:
+        return messages.event(env.event, env.data, env.channel, position=env.position)
+    return messages.event(env.event, env.data, env.channel)
+
+
 class Hub:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self._members: dict[Topic, dict[str, Connection]] = {}
         # Topic -> completed (or in-flight) bus subscription.
         self._ready: dict[Topic, asyncio.Future[None]] = {}
+        self.replay = ReplayCache()
         bus.set_receiver(self.deliver)
 
     def topics(self) -> list[Topic]:
@@ -96,6 +111,7 @@ class Hub:
         if members:
             return False
         del self._members[topic]
+        self.replay.drop(topic)
         return True
 
     def deliver(self, env: Envelope) -> None:
@@ -105,20 +121,28 @@ class Hub:
         if env.event == events.TERMINATE_CONNECTIONS and env.channel.startswith(SERVER_TO_USER_PREFIX):
             self.terminate(members)
             return
-        if env.channel.startswith(WATCH_PREFIX):
-            # Watchlist events are connection-level: no channel field.
-            payload = messages.event(env.event, env.data)
-        elif env.user_id is not None:
-            payload = messages.event(env.event, env.data, env.channel, user_id=env.user_id)
-        else:
-            payload = messages.event(env.event, env.data, env.channel)
+        payload = event_payload(env)
         wire = text_frame(payload)
         exclude = env.exclude
+        position = env.position
+        channel = env.channel
         sent = 0
-        for socket_id, conn in members.items():
-            if socket_id != exclude:
-                conn.deliver(env.channel, payload, wire)
-                sent += 1
+        # The per-socket loop is the hottest code of a gateway: channels without history keep the call
+        # they always made (loadtest/history_cost.py measures both).
+        if position is None:
+            for socket_id, conn in members.items():
+                if socket_id != exclude:
+                    conn.deliver(channel, payload, wire)
+                    sent += 1
+        else:
+            for socket_id, conn in members.items():
+                if socket_id != exclude:
+                    conn.deliver(channel, payload, wire, position)
+                    sent += 1
+            self.replay.add((env.app_id, channel), position, (payload, wire, exclude))
+            skipped = members.get(exclude) if exclude is not None else None
+            if skipped is not None:
+                skipped.deliver(channel, messages.skipped(channel, position), None, position)
         metrics.DELIVERIES.inc(sent)
         if env.ts:
             metrics.BUS_LAG.observe(max(0.0, time.time() - env.ts))

@@ -163,10 +163,32 @@ def start_redis(procs: Processes) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://{HOST}:{port}"
 
 
-def write_apps_file(workdir: Path) -> Path:
+def write_apps_file(workdir: Path, **settings: Any) -> Path:
+    """The benchmark app, with extra app settings (e.g. history_size) if given."""
     path = workdir / "apps.json"
-    path.write_text(json.dumps({"apps": [{"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET}]}))
+    path.write_text(json.dumps({"apps": [{"id": APP_ID, "key": APP_KEY, "secret": APP_SECRET, **settings}]}))
     return path
+
+
+def redis_commandstats(url: str) -> dict[str, tuple[int, float]]:
+    """{command: (calls, total microseconds)} from INFO commandstats (commands run by scripts included)."""
+    host, port = url.removeprefix("redis://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"INFO commandstats\r\n")
+        data = b""
+        while b"\r\n" not in data:
+            data += s.recv(65536)
+        head, _, body = data.partition(b"\r\n")
+        size = int(head[1:])  # a bulk string: $<length>\r\n<text>\r\n
+        while len(body) < size:
+            body += s.recv(65536)
+    stats: dict[str, tuple[int, float]] = {}
+    for line in body[:size].decode().splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, rest = line[8:].partition(":")
+            fields = dict(kv.split("=") for kv in rest.split(","))
+            stats[name] = (int(fields["calls"]), float(fields["usec"]))
+    return stats
 
 
 def start_herald(procs: Processes, name: str, command: str, apps_file: Path, redis_url: str | None,

@@ -377,6 +377,7 @@ def split(n: int, parts: int) -> list[int]:
 async def run(args: argparse.Namespace, procs: c.Processes) -> None:
     print(f"# fanout: {args.subscribers} subscribers, {args.events} events, rate "
           f"{args.rate or 'max'}/s, concurrency {args.concurrency}, batch {args.batch}, "
+          f"history {args.history_size or 'off'}, "
           f"{args.client_procs} subscriber processes, http client {args.http}")
     print(f"# Herald code: {c.herald_code(args.herald_src)}; {time.strftime('%Y-%m-%d %H:%M %Z')}")
     c.wait_for_quiet(args.wait_quiet)
@@ -384,7 +385,8 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
           f"{', '.join(c.busy_processes({os.getpid()})) or 'none'}")
     wd = procs.workdir
     redis, redis_url = c.start_redis(procs)
-    apps = c.write_apps_file(wd)
+    history = {"history_size": args.history_size} if args.history_size else {}
+    apps = c.write_apps_file(wd, **history)
     gws = [c.start_herald(procs, f"gateway{i}", "gateway", apps, redis_url, src=args.herald_src) for i in range(2)]
     api, api_port = c.start_herald(procs, "trigger-api", "trigger-api", apps, redis_url, src=args.herald_src)
 
@@ -425,6 +427,7 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
         profilers = {k: c.start_profiler(procs, k, pids[k])
                      for k in ("gateway0", "gateway1", "trigger-api", "subscribers0")}
         await asyncio.sleep(1.0)  # py-spy attaches
+    redis_stats0 = c.redis_commandstats(redis_url)
     cpu0 = {k: c.cpu_seconds(p) for k, p in pids.items()}
     wait0 = {k: c.run_wait_seconds(p) for k, p in pids.items()}
     others0 = c.cpu_snapshot(procs.pids())
@@ -442,6 +445,7 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
     cpu1 = {k: c.cpu_seconds(p) for k, p in pids.items()}
     wait1 = {k: c.run_wait_seconds(p) for k, p in pids.items()}
     others = c.foreign_cpu(others0, c.cpu_snapshot(procs.pids()))
+    redis_stats1 = c.redis_commandstats(redis_url)
     profiles = {k: c.stop_profiler(h) for k, h in profilers.items()}
     procs.check_alive()
 
@@ -506,6 +510,14 @@ async def run(args: argparse.Namespace, procs: c.Processes) -> None:
           f"concurrent load on the machine)")
     print(f"CPU per unit:     gateways {gw_us:.2f} us/delivery, subscribers {sub_us:.2f} us/delivery, "
           f"trigger-api {api_us:.0f} us/request")
+    redis_us = 1e6 * (cpu1["redis"] - cpu0["redis"]) / max(1, len(published))
+    ops = {k: (n - redis_stats0.get(k, (0, 0.0))[0], us - redis_stats0.get(k, (0, 0.0))[1])
+           for k, (n, us) in redis_stats1.items()}
+    ops = {k: v for k, v in ops.items() if v[0] > 0 and k not in ("info", "ping")}
+    per_event = ", ".join(f"{k} {n / max(1, len(published)):.2f} ({us / max(1, n):.1f} us)"
+                          for k, (n, us) in sorted(ops.items(), key=lambda kv: -kv[1][0]))
+    print(f"Redis per event:  {redis_us:.1f} us of redis-server CPU; commands (calls per event, Redis's "
+          f"time per call): {per_event}")
     print(f"# after run: {c.machine_load()}")
     for k, path in profiles.items():
         if path is not None:
@@ -524,6 +536,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=4, help="publisher lanes = max in-flight requests")
     p.add_argument("--batch", type=int, default=1, help="events per request; >1 uses batch_events (max 10)")
     p.add_argument("--data-size", type=int, default=200, help="bytes of event data")
+    p.add_argument("--history-size", type=int, default=0,
+                   help="the app keeps this many events per channel (docs/history.md); 0: no history")
     p.add_argument("--client-procs", type=int, default=2, help="subscriber processes")
     p.add_argument("--ramp-concurrency", type=int, default=50,
                    help="handshakes in flight per subscriber process (above ~100 per gateway, Herald's Redis "

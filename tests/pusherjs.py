@@ -209,7 +209,8 @@ class PusherJsClient:
 class NodeDriver:
     """The `node tests/node/driver.mjs` process and its clients."""
 
-    def __init__(self) -> None:
+    def __init__(self, script: Path = DRIVER) -> None:
+        self.script = script
         self.proc: asyncio.subprocess.Process | None = None
         self.clients: dict[str, PusherJsClient] = {}
         self._next_id = 0
@@ -226,7 +227,7 @@ class NodeDriver:
         self._ready = asyncio.get_running_loop().create_future()
         self.proc = await asyncio.create_subprocess_exec(
             "node",
-            str(DRIVER),
+            str(self.script),
             cwd=NODE_DIR,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

@@ -1,5 +1,12 @@
 """A small TCP load balancer for cluster tests: new connections go to the first backend that
-accepts, so clients of a killed gateway reconnect to a live one, as behind a Kubernetes Service."""
+accepts, so clients of a killed gateway reconnect to a live one, as behind a Kubernetes Service.
+With `check_ready`, only to a backend whose GET /ready answers 200 (a Service routes to ready pods
+only, so a draining gateway gets no new connections).
+
+`cut()` stands for a network that stops carrying packets: open connections stay open but nothing goes
+through them any more, and new ones are accepted but not forwarded. `resume()` heals it: the cut
+connections are closed (their clients have given up on them by then) and the waiting ones go through.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,16 @@ import contextlib
 
 
 class FailoverProxy:
-    def __init__(self, backends: list[int]) -> None:
+    def __init__(self, backends: list[int], check_ready: bool = False) -> None:
         self.backends = list(backends)
+        self.check_ready = check_ready
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._open: set[asyncio.StreamWriter] = set()
+        self._cut: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> FailoverProxy:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -20,6 +32,7 @@ class FailoverProxy:
         return self
 
     async def stop(self) -> None:
+        self._flowing.set()
         if self.server is not None:
             self.server.close()
         for task in list(self._tasks):
@@ -27,9 +40,27 @@ class FailoverProxy:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await task
+        for writer in list(self._open):
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.close()
+
+    def cut(self) -> None:
+        """Nothing goes through any more; connections are not closed."""
+        self._flowing.clear()
+        self._cut = set(self._open)
+
+    def resume(self) -> None:
+        for writer in self._cut:
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.close()
+        self._cut = set()
+        self._flowing.set()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()  # a connection made during a cut waits for the network to heal
         for port in self.backends:
+            if self.check_ready and not await _ready(port):
+                continue
             try:
                 up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
                 break
@@ -38,19 +69,41 @@ class FailoverProxy:
         else:
             client_w.close()
             return
+        self._open.update((client_w, up_w))
         pumps = [asyncio.create_task(self._pump(client_r, up_w)), asyncio.create_task(self._pump(up_r, client_w))]
         for task in pumps:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()
+                if writer in self._cut or writer.is_closing():
+                    return
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._open.discard(writer)
             with contextlib.suppress(OSError, RuntimeError):
                 writer.close()
+
+
+READY_TIMEOUT_S = 1.0
+
+
+async def _ready(port: int) -> bool:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), READY_TIMEOUT_S)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        status = await asyncio.wait_for(reader.readline(), READY_TIMEOUT_S)
+        return status.split(b" ")[1:2] == [b"200"]
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()

@@ -34,6 +34,8 @@ def build_routes(registry: AppRegistry, backend: Backend, *, clock: Clock = time
               api.endpoint("channel", {"GET": api.channel})),
         route("/apps/{app_id}/channels/{channel_name}/users", "users",
               api.endpoint("users", {"GET": api.users})),
+        route("/apps/{app_id}/channels/{channel_name}/history", "history",
+              api.endpoint("history", {"GET": api.history})),
         route("/apps/{app_id}/users/{user_id}/terminate_connections", "terminate_connections",
               api.endpoint("terminate_connections", {"POST": api.terminate_connections})),
         # pusher-http-python posts here without the /apps/{id} prefix; the app is found by auth_key.

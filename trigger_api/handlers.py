@@ -21,6 +21,8 @@ from shared.apps.registry import AppRegistry, AppsUnavailable
 from shared.backend import Backend
 from shared.bus.base import BusUnavailable, Envelope
 from shared.clock import Clock
+from shared.history.base import history_policy
+from shared.history.publish import publish_channel_events
 from shared.protocol.channels import channel_type
 from shared.protocol.users import user_key
 from shared.ratelimit.base import EVENTS, READS
@@ -167,7 +169,7 @@ class TriggerApi:
                                           origin=self.backend.node_id, ts=now))
         try:
             # One round trip for all channels of the request (up to 100, or a batch of 10).
-            await self.backend.bus.publish_many(envelopes)
+            await publish_channel_events(self.backend, app, envelopes)
         except BusUnavailable as exc:
             log.warning("HTTP API publish failed for app %s: %s", app_id, exc)
             done = "an unknown number" if exc.sent is None else str(exc.sent)
@@ -279,6 +281,28 @@ class TriggerApi:
         v.require_presence(name, "the users list")
         members = await self.backend.presence.members(app.id, name)
         return {"users": [{"id": user_key(m.user_id)} for m in members]}
+
+    async def history(self, call: ApiCall) -> Any:
+        """Herald extension (docs/history.md): a channel's kept events, after `since` or the latest."""
+        app = call.app
+        name = v.check_channel_name(call.path["channel_name"], app, "channel name")
+        if history_policy(app, name) is None:
+            raise ApiError(404, f"Channel '{name}' keeps no history (app settings history_size and "
+                                "history_channel_prefixes; cache channels never do)")
+        limit = v.parse_history_limit(call.query.get("limit"))
+        since = v.parse_history_since(call.query.get("since"))
+        if since is None:
+            read = await self.backend.history.latest(app.id, name, limit)
+        else:
+            read = await self.backend.history.read(app.id, name, since, limit)
+            if not read.continuous:
+                raise ApiError(410, f"Position {since} is no longer in the history of '{name}' (trimmed, "
+                                    f"or the history started over); the channel is now at {read.head or 'no history'}")
+        return {
+            "events": [{"event": e.event, "data": e.data, "position": e.position} for e in read.events],
+            "position": read.head,
+            "more": since is not None and not read.complete,
+        }
 
     async def terminate_connections(self, call: ApiCall) -> Any:
         # The body carries no parameters (node sends `{}`, php a JSON string), so it is not parsed.

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from shared.apps.config import AppConfig
+from shared.history.base import parse_position
 from shared.protocol import events
 from shared.protocol.channels import channel_name_error, channel_type, is_encrypted
 from shared.protocol.socket_ids import is_socket_id
@@ -188,6 +189,25 @@ def parse_batch(doc: Mapping[str, Any], app: AppConfig) -> list[EventSpec]:
     if len(batch) > app.max_event_batch_size:
         raise bad_request(f"Cannot batch-send more than {app.max_event_batch_size} messages at once")
     return [parse_event(item, app, batch_item=True, where=f"batch[{i}]") for i, item in enumerate(batch)]
+
+
+# GET .../history (docs/history.md, "HTTP API"): events per response by default and at most.
+HISTORY_LIMIT_DEFAULT = 100
+HISTORY_LIMIT_MAX = 1000
+
+
+def parse_history_limit(value: str | None) -> int:
+    if value is None:
+        return HISTORY_LIMIT_DEFAULT
+    if not value.isdigit() or not 1 <= int(value) <= HISTORY_LIMIT_MAX:
+        raise bad_request(f"limit must be a whole number from 1 to {HISTORY_LIMIT_MAX}, got {_short(value)}")
+    return int(value)
+
+
+def parse_history_since(value: str | None) -> str | None:
+    if value is not None and parse_position(value) is None:
+        raise bad_request(f"since must be a position '<epoch>-<offset>' as events carry it, got {_short(value)}")
+    return value
 
 
 def check_user_id(user_id: str) -> str:

@@ -22,7 +22,11 @@ if ! "$PY" -c 'import herald, pusher' 2>/dev/null; then
   "$PY" -m pip install -q -e "$ROOT" -r server/requirements.txt
 fi
 
-# Node: the hooks package's build (linked as herald-channels-react), then this app's dependencies and build.
+# Node: the recovery helper's and the hooks package's builds (linked as herald-channels-recovery and
+# herald-channels-react), then this app's dependencies and build.
+if [ ! -f "$ROOT/recovery/dist/index.js" ]; then
+  (cd "$ROOT/recovery" && npm ci --no-audit --no-fund && npm run build)
+fi
 if [ ! -f "$ROOT/react/dist/index.js" ]; then
   (cd "$ROOT/react" && npm ci --no-audit --no-fund && npm run build)
 fi

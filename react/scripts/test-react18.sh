@@ -3,8 +3,12 @@
 # package is developed with. Works on a copy so node_modules here is untouched.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+# The package depends on ../recovery (herald-channels-recovery, built): keep that relative path valid.
+work="$tmp/react"
+mkdir "$work"
+ln -s "$here/../recovery" "$tmp/recovery"
 cp -r "$here"/src "$here"/test "$here"/package.json "$here"/package-lock.json \
   "$here"/tsconfig.json "$here"/tsup.config.ts "$here"/vitest.config.ts "$work"/
 cd "$work"

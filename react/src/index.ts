@@ -10,6 +10,12 @@ export { useChannel, useChannelStatus } from './useChannel';
 export type { ChannelStatus, ChannelStatusResult } from './useChannel';
 export { useEvent } from './useEvent';
 export type { EventCallback, EventMetadata } from './useEvent';
+export { useRecovery } from './useRecovery';
+export type { RecoveryState } from './useRecovery';
+// The recovery helper the hooks use, for code that binds through it directly (the same instance per
+// pusher-js client as the hooks').
+export { HeraldRecovery, RecoveredChannel, recoveryFor } from 'herald-channels-recovery';
+export type { RecoveryOptions, RecoveryResult, ChannelOptions } from 'herald-channels-recovery';
 export { usePresenceChannel } from './usePresenceChannel';
 export type { PresenceMember, PresenceState } from './usePresenceChannel';
 export { useConnectionState } from './useConnectionState';

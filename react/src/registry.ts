@@ -1,5 +1,6 @@
 import type Pusher from 'pusher-js';
 import type { Channel } from 'pusher-js';
+import { recoveryFor, type HeraldRecovery, type RecoveredChannel } from 'herald-channels-recovery';
 
 interface Entry {
   channel: Channel;
@@ -15,6 +16,11 @@ interface Entry {
  * `release` when it unmounts. The channel is subscribed on the first
  * acquire and unsubscribed only after the last holder released it.
  *
+ * While a channel is held, the client's herald-channels-recovery helper follows it
+ * from its subscription on, so the hooks that bind through the helper get
+ * every event once and in order across reconnections (on Herald, for channels
+ * with history).
+ *
  * The real unsubscribe is deferred by `releaseDelay` milliseconds (a
  * macrotask even when the delay is 0). React StrictMode mounts, unmounts and
  * mounts again within one commit, so the second acquire arrives before the
@@ -24,10 +30,19 @@ interface Entry {
 export class ChannelRegistry {
   private readonly entries = new Map<string, Entry>();
 
+  readonly recovery: HeraldRecovery;
+
   constructor(
     readonly client: Pusher,
     public releaseDelay: number = 0,
-  ) {}
+  ) {
+    this.recovery = recoveryFor(client);
+  }
+
+  /** The helper's view of a channel: null for channels it can't follow (encrypted ones). */
+  recovered(name: string): RecoveredChannel | null {
+    return followable(name) ? this.recovery.channel(name) : null;
+  }
 
   acquire(name: string): Channel {
     const existing = this.entries.get(name);
@@ -39,6 +54,8 @@ export class ChannelRegistry {
       }
       return existing.channel;
     }
+    // Followed before subscribing, so the helper sees the subscription's start position.
+    this.recovered(name);
     const channel = this.client.subscribe(name);
     // A server that refuses a subscription answers pusher:subscription_error
     // (Herald, soketi). pusher-js then leaves the channel "pending" for good:
@@ -64,6 +81,7 @@ export class ChannelRegistry {
       if (entry.users === 0 && this.entries.get(name) === entry) {
         this.entries.delete(name);
         entry.channel.unbind('pusher:subscription_error', entry.onError);
+        this.recovery.forget(name);
         this.client.unsubscribe(name);
       }
     }, this.releaseDelay);
@@ -73,4 +91,8 @@ export class ChannelRegistry {
   holders(name: string): number {
     return this.entries.get(name)?.users ?? 0;
   }
+}
+
+function followable(name: string): boolean {
+  return !name.startsWith('private-encrypted-');
 }

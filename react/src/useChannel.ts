@@ -1,6 +1,7 @@
 import { useEffect, useState } from 'react';
 import type { Channel } from 'pusher-js';
 import { useHeraldContext } from './context';
+import { useRecovery } from './useRecovery';
 
 /**
  * Subscribes to `name` while the calling component is mounted and returns the
@@ -42,11 +43,14 @@ export interface ChannelStatusResult {
   status: ChannelStatus;
   /** The `pusher:subscription_error` payload when status is 'failed'. */
   error: unknown;
+  /** Whether the events missed during the latest disconnection were recovered: see useRecovery. */
+  recovered: boolean | null;
 }
 
 /** Subscription status of a channel returned by useChannel, for spinners and error messages. */
 export function useChannelStatus(channel: Channel | null | undefined): ChannelStatusResult {
-  const [result, setResult] = useState<ChannelStatusResult>({ status: 'idle', error: null });
+  const [result, setResult] = useState<Omit<ChannelStatusResult, 'recovered'>>({ status: 'idle', error: null });
+  const { recovered } = useRecovery(channel);
 
   useEffect(() => {
     if (!channel) {
@@ -82,5 +86,5 @@ export function useChannelStatus(channel: Channel | null | undefined): ChannelSt
     };
   }, [channel]);
 
-  return channel ? result : { status: 'idle', error: null };
+  return channel ? { ...result, recovered } : { status: 'idle', error: null, recovered: null };
 }

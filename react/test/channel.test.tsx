@@ -2,6 +2,7 @@ import { StrictMode, useState } from 'react';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type Pusher from 'pusher-js';
 import type PusherServer from 'pusher';
+import { recoveryFor } from 'herald-channels-recovery';
 import { HeraldProvider, useChannel, useChannelStatus, useEvent } from '../src';
 import { startHerald, type HeraldServer } from './helpers/herald';
 import { startAuthServer, type AuthServer } from './helpers/auth';
@@ -242,9 +243,11 @@ describe('useChannelStatus', () => {
   });
 });
 
-/** How many callbacks pusher-js holds for an event on a channel. */
+/** How many callbacks are bound for an event on a channel: useEvent binds through the client's
+ * herald-channels-recovery helper (pusher-js itself holds none). */
 function countBindings(pusher: Pusher, channel: string, event: string): number {
-  const registry = (pusher.channel(channel) as unknown as { callbacks: { get(name: string): unknown[] | undefined } })
-    .callbacks;
-  return registry.get(event)?.length ?? 0;
+  const onPusher = (pusher.channel(channel) as unknown as { callbacks: { get(name: string): unknown[] | undefined } })
+    .callbacks.get(event)?.length ?? 0;
+  const helper = recoveryFor(pusher).channel(channel) as unknown as { callbacks: Map<string, unknown[]> };
+  return onPusher + (helper.callbacks.get(event)?.length ?? 0);
 }

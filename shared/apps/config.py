@@ -22,6 +22,8 @@ import yaml
 
 from shared.apps import soketi
 from shared.apps.origins import ANY_ORIGIN, OriginPolicy
+from shared.history.base import MAX_HISTORY_SIZE
+from shared.protocol.channels import CHANNEL_NAME_RE, NAME_CHARACTERS_TEXT
 from shared.protocol.events import WEBHOOK_EVENT_TYPES
 
 log = logging.getLogger("herald.apps")
@@ -78,6 +80,11 @@ class AppConfig:
     cache_ttl_s: int = 1800
     webhook_batching: bool = False
     webhooks: tuple[WebhookConfig, ...] = ()
+    # Channel history and recovery (docs/history.md): events kept per channel (0: off), seconds a
+    # channel's history outlives its last event, and the channel-name prefixes it is kept for (none: all).
+    history_size: int = 0
+    history_ttl_s: int = 3600
+    history_channel_prefixes: tuple[str, ...] = ()
 
     @property
     def max_event_payload_bytes(self) -> int:
@@ -96,6 +103,8 @@ _KNOWN_FIELDS = {f.name for f in fields(AppConfig)}
 # Limits where -1 means "no limit" and 0 "none allowed" (soketi's convention).
 _UNLIMITED_OK = {"max_connections", "max_client_events_per_sec", "max_backend_events_per_sec",
                  "max_read_req_per_sec"}
+# Where 0 means "off".
+_ZERO_OK = {"history_size"}
 # Unknown columns of database rows already warned about (tables often carry created_at and such).
 _warned_columns: set[str] = set()
 
@@ -170,6 +179,15 @@ def _parse_origins(value: Any, source: str, app: str, fld: str) -> OriginPolicy:
         return OriginPolicy(p.strip() for p in value if p.strip())
     except ValueError as exc:
         raise _fail(source, app, fld, str(exc)) from None
+
+
+def _parse_prefixes(value: Any, source: str, app: str, fld: str) -> tuple[str, ...]:
+    if isinstance(value, str):  # a JSON array or a comma-separated list (database text columns)
+        value = _json_list(value, source, app, fld) if value.lstrip().startswith("[") else value.split(",")
+    if not isinstance(value, list) or not all(isinstance(v, str) and CHANNEL_NAME_RE.match(v.strip())
+                                              for v in value):
+        raise _fail(source, app, fld, f"must be a list of channel-name prefixes ({NAME_CHARACTERS_TEXT})")
+    return tuple(v.strip() for v in value)
 
 
 def _coerce_row_value(name: str, value: Any) -> Any:
@@ -248,8 +266,13 @@ def app_from_mapping(
             if name in _UNLIMITED_OK:
                 if value < -1:
                     raise _fail(source, app, spelling, "must be 0 or more (or -1 for unlimited)")
+            elif name in _ZERO_OK:
+                if value < 0:
+                    raise _fail(source, app, spelling, "must be 0 (off) or more")
             elif value < 1:
                 raise _fail(source, app, spelling, "must be at least 1")
+            if name == "history_size" and value > MAX_HISTORY_SIZE:
+                raise _fail(source, app, spelling, f"must be at most {MAX_HISTORY_SIZE}")
         elif name in _FLOAT_FIELDS:
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise _fail(source, app, spelling, "must be a positive number")
@@ -257,6 +280,8 @@ def app_from_mapping(
             value = _parse_webhooks(value, source, app, spelling, warn)
         elif name == "allowed_origins":
             value = _parse_origins(value, source, app, spelling)
+        elif name == "history_channel_prefixes":
+            value = _parse_prefixes(value, source, app, spelling)
         values[name] = value
     for required in ("id", "key", "secret"):
         if required not in values:

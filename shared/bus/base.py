@@ -38,18 +38,45 @@ class Envelope:
     origin: str = ""
     # Publish time, seconds since the epoch, for the pub/sub lag metric.
     ts: float = 0.0
+    # The event's place in its channel's history, "<epoch>-<offset>" (docs/history.md); None on
+    # channels without history. It must stay the LAST field: the history script appends it to the
+    # packed envelope (`pack_open`), so fields added later go before it.
+    position: str | None = None
+
+    def _head(self) -> tuple[Any, ...]:
+        return (self.app_id, self.channel, self.event, self.data, self.exclude, self.user_id, self.origin,
+                self.ts)
 
     def pack(self) -> bytes:
-        return msgpack.packb(
-            (self.app_id, self.channel, self.event, self.data, self.exclude, self.user_id, self.origin,
-             self.ts),
-            use_bin_type=True,
-        )
+        # Spelled out (not through _head) because every published event is packed once.
+        if self.position is None:
+            # Without a position the bytes are those of envelopes from before positions existed.
+            return msgpack.packb((self.app_id, self.channel, self.event, self.data, self.exclude, self.user_id,
+                                  self.origin, self.ts), use_bin_type=True)
+        return msgpack.packb((self.app_id, self.channel, self.event, self.data, self.exclude, self.user_id,
+                              self.origin, self.ts, self.position), use_bin_type=True)
+
+    def pack_open(self) -> bytes:
+        """The envelope packed without its position but with an array header that counts it: the
+        packed position (a msgpack string) appended to these bytes completes a valid envelope."""
+        head = msgpack.packb(self._head(), use_bin_type=True)
+        assert head[0] == _FIXARRAY | _HEAD_FIELDS, "the envelope outgrew a msgpack fixarray"
+        return bytes((_FIXARRAY | (_HEAD_FIELDS + 1),)) + head[1:]
 
     @classmethod
     def unpack(cls, raw: bytes) -> Envelope:
         fields = msgpack.unpackb(raw, raw=False, use_list=True)
         return cls(*fields)
+
+    @classmethod
+    def unpack_open(cls, open_: bytes, position: str) -> Envelope:
+        """The envelope `pack_open` made, completed with the position it was given."""
+        return cls.unpack(open_ + msgpack.packb(position))
+
+
+# msgpack: an array of up to 15 elements is one header byte 0x90 | length.
+_FIXARRAY = 0x90
+_HEAD_FIELDS = 8
 
 
 Receiver = Callable[[Envelope], None]

@@ -28,6 +28,15 @@ MEMBER_REMOVED = "pusher_internal:member_removed"
 SUBSCRIPTION_COUNT = "pusher_internal:subscription_count"
 WATCHLIST_EVENTS = "pusher_internal:watchlist_events"
 
+# Herald's history extension (docs/history.md). A client asks to recover a channel's missed events;
+# the answer and the position markers use the `pusher_internal:` prefix because pusher-js hands events
+# with that prefix to no app callback (and laravel-echo sees none either), so apps that do not use
+# recovery never see them.
+RECOVER = "herald:recover"
+RECOVERED = "pusher_internal:herald_recovered"
+# To the socket a trigger excluded, on a channel with history: the position it did not receive.
+SKIPPED = "pusher_internal:herald_skipped"
+
 # Bus-only control message on a user's `#server-to-user-` topic: gateways close that user's signed-in
 # sockets with 4009 instead of relaying it (it never reaches a client).
 TERMINATE_CONNECTIONS = "pusher_internal:terminate_connections"

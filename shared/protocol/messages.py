@@ -48,8 +48,26 @@ PONG = event(events.PONG, "{}")
 PING = event(events.PING, "{}")
 
 
-def subscription_succeeded(channel: str, data: str = "{}") -> bytes:
-    return event(events.SUBSCRIPTION_SUCCEEDED, data, channel)
+def subscription_succeeded(channel: str, data: str = "{}", position: str | None = None, history: bool = False
+                           ) -> bytes:
+    """On a channel with history (`history`), `position` is where this subscription starts, or null when
+    it could not be read (docs/history.md); other channels get Pusher's frame unchanged."""
+    if not history:
+        return event(events.SUBSCRIPTION_SUCCEEDED, data, channel)
+    return event(events.SUBSCRIPTION_SUCCEEDED, data, channel, position=position)
+
+
+def recovered(channel: str, ok: bool, count: int, position: str | None, reason: str | None = None) -> bytes:
+    """The answer to `herald:recover`: `count` events were replayed before it and the socket is now at
+    `position`; `ok` False (with `reason`) means nothing was replayed and events may be missing."""
+    body: dict[str, Any] = {"recovered": ok, "count": count, "position": position}
+    if reason is not None:
+        body["reason"] = reason
+    return event(events.RECOVERED, dumps(body), channel)
+
+
+def skipped(channel: str, position: str) -> bytes:
+    return event(events.SKIPPED, None, channel, position=position)
 
 
 def signin_success(user_data: str) -> bytes:

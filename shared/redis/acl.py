@@ -23,6 +23,8 @@ DATA = (
     "hget", "hset", "hdel", "hincrby", "hgetall", "hmget", "hvals", "hlen", "hexists",
     "sadd", "smembers",
     "zadd", "zrem", "zrange", "zrangebyscore",
+    # Channel history: one stream per channel (docs/history.md).
+    "xadd", "xrange", "xrevrange",
 )
 # Redis Cluster only: redis-py reads the slot map (CLUSTER SLOTS) and where each command's keys are
 # (COMMAND).

@@ -11,6 +11,7 @@ from shared import metrics
 from shared.apps.registry import AppRegistry
 from shared.backend import Backend, new_node_id
 from shared.bus.redis_impl import RedisBus
+from shared.history.redis_impl import RedisHistoryStore
 from shared.ratelimit.redis_impl import RedisRateLimiter
 from shared.redis.connection import RedisConnector, RedisSettings, TlsOptions, parse_redis_url
 from shared.redis.health import DEFAULT_UNREADY_AFTER_S, RedisHealth
@@ -72,10 +73,11 @@ def redis_backend(
     metrics.REDIS.watch(health)
     node_id = new_node_id()
     node = RedisNode(client, prefix, node_id, lease_s=lease_s, reaper_interval_s=reaper_interval_s, health=health)
+    bus = RedisBus(connector, prefix, client, cluster, health)
     backend = RedisBackend(
-        RedisBus(connector, prefix, client, cluster, health),
+        bus,
         RedisConnectionStore(node), RedisOccupancyStore(node), RedisPresenceStore(node), RedisUserStore(node),
-        RedisCacheStore(client, prefix),
+        RedisCacheStore(client, prefix), RedisHistoryStore(client, bus),
         node=node, node_id=node_id, webhooks=redis_webhook_queue(client, prefix, apps, workers=webhook_workers),
         apps=apps, limits=RedisRateLimiter(client, prefix),
     )

@@ -25,7 +25,7 @@ class ScriptRunner:
         self.client = client
         self._shas: dict[str, str] = {}
 
-    async def run(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def run(self, source: str, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
         sha = self._shas.get(source)
         if sha is not None:
             try:

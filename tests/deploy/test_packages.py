@@ -6,6 +6,7 @@
 - The React package (`herald-channels-react`): `npm pack` makes the tarball, a fresh project installs
   it with React and pusher-js and type-checks (tsc) code using it; Node loads both its ESM and CommonJS
   builds.
+- The recovery helper (`herald-channels-recovery`): the same, with pusher-js only.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from tests.helpers import REPO, free_port, wait_http_ok
 pytestmark = pytest.mark.timeout(600)
 
 REACT = REPO / "react"
+RECOVERY = REPO / "recovery"
 DIST_NAME = "herald-channels"
 NPM_NAME = "herald-channels-react"
+RECOVERY_NAME = "herald-channels-recovery"
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None) -> str:
@@ -101,18 +104,21 @@ CONSUMER = """\
 import { useState, type ReactNode } from 'react';
 import Pusher from 'pusher-js';
 import {
-  HeraldProvider, useChannel, useConnectionState, useEvent, usePresenceChannel, useClientTrigger,
-  type ConnectionState, type PresenceState,
+  HeraldProvider, useChannel, useConnectionState, useEvent, usePresenceChannel, useClientTrigger, recoveryFor,
+  type ConnectionState, type PresenceState, type RecoveryResult,
 } from 'herald-channels-react';
 
 function Feed(): ReactNode {
   const [last, setLast] = useState<string>('');
   const channel = useChannel('news');
-  useEvent<{ text: string }>(channel, 'posted', (data) => setLast(data.text));
+  const { recovered } = useEvent<{ text: string }>(channel, 'posted', (data, meta) =>
+    setLast(data.text + meta.position));
+  const outcome: RecoveryResult | null = channel ? recoveryFor(channel.pusher).channel('news').lastRecovery : null;
   const state: ConnectionState = useConnectionState();
   const room: PresenceState<{ name: string }> = usePresenceChannel<{ name: string }>('presence-room');
   const trigger = useClientTrigger('private-room');
-  return <p onClick={() => trigger('client-hi', { at: Date.now() })}>{state} {last} {room.count}</p>;
+  const summary = `${state} ${last} ${room.count} ${String(recovered)} ${outcome?.count}`;
+  return <p onClick={() => trigger('client-hi', { at: Date.now() })}>{summary}</p>;
 }
 
 export function App({ client }: { client: Pusher }): ReactNode {
@@ -173,3 +179,54 @@ def test_react_package_packs_and_builds_in_a_fresh_project(tmp_path: Path) -> No
                  f"import * as m from '{NPM_NAME}'; console.log({names})"], cwd=app).strip() == expected
     assert _run(["node", "--input-type=commonjs", "-e",
                  f"const m = require('{NPM_NAME}'); console.log({names})"], cwd=app).strip() == expected
+    # The recovery helper is built in: the package has no runtime dependency to resolve.
+    assert "dependencies" not in package
+
+
+RECOVERY_CONSUMER = """\
+import Pusher from 'pusher-js';
+import { recoveryFor, type RecoveryResult } from 'herald-channels-recovery';
+
+export function follow(pusher: Pusher, onOrder: (order: { id: number }) => void): () => void {
+  const orders = recoveryFor(pusher).subscribe('orders');
+  orders.bind<{ id: number }>('order-created', (order, meta) => onOrder({ id: order.id + (meta.position ? 0 : 1) }));
+  return orders.onRecovery((result: RecoveryResult) => {
+    if (!result.recovered) console.log('reload', result.reason);
+  });
+}
+"""
+
+
+def test_recovery_package_packs_and_builds_in_a_fresh_project(tmp_path: Path) -> None:
+    if shutil.which("npm") is None:
+        pytest.fail("npm is not installed (scripts/test.sh installs Node.js)")
+    if not (RECOVERY / "node_modules").is_dir():
+        pytest.fail("recovery/node_modules missing: run `cd recovery && npm ci` (scripts/test.sh does)")
+    package = json.loads((RECOVERY / "package.json").read_text())
+    assert package["name"] == RECOVERY_NAME and "private" not in package and "dependencies" not in package
+    out = _run(["npm", "pack", "--json", "--pack-destination", str(tmp_path)], cwd=RECOVERY)
+    packed = json.loads(out[out.index("\n[\n") if not out.startswith("[") else 0:])
+    (info,) = packed
+    files = {f["path"] for f in info["files"]}
+    assert {"package.json", "README.md", "dist/index.js", "dist/index.cjs", "dist/index.d.ts"} <= files
+    assert not [f for f in files if f.startswith(("src/", "test/", "node_modules/"))]
+    dev = package["devDependencies"]
+    app = tmp_path / "app"
+    (app / "src").mkdir(parents=True)
+    (app / "package.json").write_text(json.dumps({
+        "name": "consumer", "private": True,
+        "dependencies": {RECOVERY_NAME: f"file:{tmp_path / info['filename']}", "pusher-js": dev["pusher-js"]},
+        "devDependencies": {"typescript": dev["typescript"]},
+    }))
+    (app / "tsconfig.json").write_text(json.dumps({"compilerOptions": {
+        "target": "ES2022", "module": "ESNext", "moduleResolution": "Bundler", "strict": True, "outDir": "out",
+        "skipLibCheck": False, "types": [], "lib": ["ES2022", "DOM"]}, "include": ["src"]}))
+    (app / "src" / "follow.ts").write_text(RECOVERY_CONSUMER)
+    _run(["npm", "install", "--no-audit", "--no-fund", "--prefer-offline"], cwd=app, timeout=300)
+    _run(["npx", "tsc", "-p", "tsconfig.json"], cwd=app)
+    names = "['recoveryFor','HeraldRecovery','RecoveredChannel','parsePosition'].map(n => typeof m[n]).join()"
+    expected = ",".join(["function"] * 4)
+    assert _run(["node", "--input-type=module", "-e",
+                 f"import * as m from '{RECOVERY_NAME}'; console.log({names})"], cwd=app).strip() == expected
+    assert _run(["node", "--input-type=commonjs", "-e",
+                 f"const m = require('{RECOVERY_NAME}'); console.log({names})"], cwd=app).strip() == expected

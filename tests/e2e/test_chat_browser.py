@@ -4,8 +4,9 @@ Redis, two gateways and a trigger API (as in production), the chat backend confi
 trigger API and the two gateways, and the built page. examples/chat/e2e/browser.mjs (playwright-core
 driving the Debian `chromium` binary: nothing is downloaded) then plays two users in two browser
 contexts, Alice on gateway A and Bob on gateway B: both online, typing, an optimistic send, a reply,
-Bob's connection cut and restored (he catches up from the history), Bob leaving, Bob back, an
-@mention reaching him in another room (a server-to-user event). It saves a screenshot of each step
+Bob's connection cut and restored (the message sent meanwhile arrives over his socket, once: Herald's
+channel history through herald-channels-recovery, no HTTP refetch), Bob leaving, Bob back, an @mention
+reaching him in another room (a server-to-user event). It saves a screenshot of each step
 to tests/artifacts/chat/.
 
 This test does not skip: a missing browser or missing npm packages fail it with what to install.
@@ -36,7 +37,9 @@ from tests.redis_server import RedisServer
 
 CHAT = REPO / "examples" / "chat"
 SCREENSHOTS = REPO / "tests" / "artifacts" / "chat"
-CHAT_APP: dict[str, Any] = {"id": "1", "key": "chat-key", "secret": "chat-secret", "enable_client_messages": True}
+# As examples/chat/herald-apps.json: the rooms' channels keep history, so a reconnecting page recovers.
+CHAT_APP: dict[str, Any] = {"id": "1", "key": "chat-key", "secret": "chat-secret", "enable_client_messages": True,
+                            "history_size": 500, "history_ttl_s": 86400, "history_channel_prefixes": ["private-room-"]}
 BROWSER_TIMEOUT_S = 90
 
 

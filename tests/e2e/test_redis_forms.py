@@ -17,6 +17,7 @@ from typing import Any
 
 import pusher.errors
 import pytest
+from pusher.http import GET, Request
 
 from shared.redis.acl import acl_rule
 from tests.authserver import AuthServer
@@ -37,9 +38,10 @@ PROBE_EVERY_S = 0.5
 
 
 def hook_app(receiver: WebhookReceiver) -> dict[str, Any]:
-    # Rate limits far above what the test sends: every API request still runs the Redis limiter.
+    # Rate limits far above what the test sends: every API request still runs the Redis limiter. With
+    # channel history, events go through the history scripts (and their stream commands) too.
     return {"id": "71", "key": "forms-key", "secret": "forms-secret", "enable_client_messages": True,
-            "max_backend_events_per_sec": 1000, "max_read_req_per_sec": 1000,
+            "max_backend_events_per_sec": 1000, "max_read_req_per_sec": 1000, "history_size": 100,
             "webhooks": [{"url": receiver.url("/forms"), "event_types": ["channel_occupied", "member_added",
                                                                         "member_removed"]}]}
 
@@ -119,6 +121,9 @@ async def presence_delivery_and_webhooks(cluster: Cluster, node: NodeDriver, aut
     await asyncio.to_thread(sdk.trigger, channel, "news", {"n": 1})
     for client in (alice, bob):
         assert (await client.wait_event(channel, "news"))["data"] == {"n": 1}
+    # The channel's history (docs/history.md) kept it.
+    kept = await asyncio.to_thread(channel_history, sdk, app, channel)
+    assert [(e["event"], json.loads(e["data"])) for e in kept["events"]] == [("news", {"n": 1})]
     await bob.trigger(channel, "client-hi", {"from": "bob"})
     assert (await alice.wait_event(channel, "client-hi"))["data"] == {"from": "bob"}
     info = await asyncio.to_thread(sdk.channel_info, channel, ["user_count", "subscription_count"])
@@ -161,6 +166,12 @@ async def test_redis_form(deployment: Cluster, node: NodeDriver, auth_server: Au
         assert proc.proc.poll() is None, proc.log()
         facts = ready_facts(proc.port)
         assert facts["ready"] is True and facts["redis"]["up"] is True, facts
+
+
+def channel_history(sdk: Any, app: dict[str, Any], channel: str) -> Any:
+    """GET .../history, signed and sent by the PyPI SDK's own request class."""
+    client = sdk._pusher_client
+    return client.http.send_request(Request(client, GET, f"/apps/{app['id']}/channels/{channel}/history", {}))
 
 
 def ready_facts(port: int) -> dict[str, Any]:

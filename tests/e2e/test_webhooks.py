@@ -60,7 +60,9 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture(scope="module")
 def apps(receiver: WebhookReceiver) -> list[dict[str, Any]]:
-    made = [webhook_app(receiver, "41"), webhook_app(receiver, "42", webhook_batching=True)]
+    # App 41 keeps channel history (docs/history.md): its channels' events carry positions, and every
+    # webhook it causes must still pass both SDKs' validation unchanged.
+    made = [webhook_app(receiver, "41", history_size=100), webhook_app(receiver, "42", webhook_batching=True)]
     for app in made:
         receiver.add_app(app)
     return made

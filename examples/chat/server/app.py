@@ -3,7 +3,8 @@
 It signs users in (a few demo users, a signed cookie), authorizes their channel subscriptions and
 signs them in to Herald with the PyPI `pusher` SDK, stores messages in SQLite and only then publishes
 them through Herald's HTTP API (and tells @mentioned users, wherever they are, with server-to-user
-events), and serves the history the browser asks for after each (re)connect.
+events), and serves the history a page loads when it opens a room (or when Herald could not
+recover what the page missed while offline).
 The built front end (examples/chat/dist) is served from here too, so the page, its API and its
 pusher-js auth requests share one origin.
 
@@ -374,7 +375,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                         socket_id=socket_id)
                 delivered = True
             except Exception:
-                # Stored but not pushed: clients still get it from the history on their next (re)connect.
+                # Stored but not pushed: pages that open the room later load it from the history.
                 log.exception("trigger failed for message %s", message["id"])
             # 3. Tell each @mentioned member, wherever they are in the app (server-to-user events).
             for mentioned in mentions(text, room, user_id):

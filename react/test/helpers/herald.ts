@@ -56,7 +56,10 @@ export interface HeraldServer {
 export async function startHerald(): Promise<HeraldServer> {
   const dir = mkdtempSync(join(tmpdir(), 'herald-react-'));
   const appsFile = join(dir, 'apps.json');
-  writeFileSync(appsFile, JSON.stringify({ apps: [{ ...APP, enable_client_messages: true }] }));
+  // Channels named history-... keep their last 1000 events (Herald's channel history).
+  writeFileSync(appsFile, JSON.stringify({
+    apps: [{ ...APP, enable_client_messages: true, history_size: 1000, history_channel_prefixes: ['history-'] }],
+  }));
   const port = await freePort();
   let child: ChildProcess | null = null;
   let log = '';

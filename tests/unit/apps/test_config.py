@@ -189,6 +189,12 @@ async def test_registry_finds_apps_by_id_and_key(tmp_path: Path) -> None:
                        {"url": "example.com/hook"}]}, "webhooks[1].url", "http(s) URL"),
         ({"webhooks": [{"url": "https://ok", "event_types": ["occupied"]}]}, "webhooks[0].event_types", "list of"),
         ({"webhooks": [{"url": "https://ok", "headers": {"X": 1}}]}, "webhooks[0].headers", "strings"),
+        ({"history_size": -1}, "history_size", "must be 0 (off) or more"),
+        ({"history_size": 100_001}, "history_size", "must be at most 100000"),
+        ({"history_ttl_s": 0}, "history_ttl_s", "must be at least 1"),
+        ({"history_channel_prefixes": 5}, "history_channel_prefixes", "list of channel-name prefixes"),
+        ({"history_channel_prefixes": ["chat room"]}, "history_channel_prefixes", "list of channel-name prefixes"),
+        ({"history_channel_prefixes": [""]}, "history_channel_prefixes", "list of channel-name prefixes"),
     ],
 )
 def test_field_errors(tmp_path: Path, fields: dict[str, Any], field: str, why: str) -> None:
@@ -392,3 +398,13 @@ def test_default_app_limits_from_environment() -> None:
                                 "HERALD_APP_MAX_BACKEND_EVENTS_PER_SEC": "50", "HERALD_APP_MAX_READ_REQ_PER_SEC": "5"})
     assert app.allowed_origins == OriginPolicy(["https://a.example", "https://b.example"])
     assert (app.max_backend_events_per_sec, app.max_read_req_per_sec) == (50, 5)
+
+
+def test_history_settings(tmp_path: Path) -> None:
+    path = write(tmp_path, "apps.yaml", app_yaml(history_size=500, history_ttl_s=600,
+                                                 history_channel_prefixes=["chat-", "private-room-"]))
+    [app] = load_apps_file(path)
+    assert (app.history_size, app.history_ttl_s, app.history_channel_prefixes) == (
+        500, 600, ("chat-", "private-room-"))
+    [off] = load_apps_file(write(tmp_path, "off.yaml", app_yaml(history_size=0)))
+    assert off.history_size == 0

@@ -54,6 +54,7 @@ APPS = [
     AppConfig(id="app-1", key="key-1", secret="secret-1"),
     AppConfig(id="app-2", key="key-2", secret="secret-2"),
     AppConfig(id="app-off", key="key-off", secret="secret-off", enabled=False),
+    AppConfig(id="app-h", key="key-h", secret="secret-h", history_size=5, history_channel_prefixes=("room-", "cache-")),
 ]
 SECRETS = {a.id: (a.key, a.secret) for a in APPS}
 

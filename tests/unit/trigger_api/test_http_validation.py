@@ -16,6 +16,7 @@ from shared.apps.config import AppConfig
 from shared.backend import Backend, memory_backend
 from shared.bus.base import BusUnavailable, Envelope
 from shared.bus.memory_impl import MemoryBus
+from shared.history.base import offset_of
 from shared.state.base import Member, StoreUnavailable
 from shared.state.memory_impl import MemoryOccupancyStore
 from tests.unit.trigger_api.test_http_signing import Harness, make_harness, sign_query
@@ -375,7 +376,8 @@ class TerminatingBackend(Backend):
 @pytest.fixture
 def terminating() -> Iterator[Harness]:
     mem = memory_backend()
-    backend = TerminatingBackend(mem.bus, mem.connections, mem.occupancy, mem.presence, mem.users, mem.cache)
+    backend = TerminatingBackend(mem.bus, mem.connections, mem.occupancy, mem.presence, mem.users, mem.cache,
+                                 mem.history)
     backend.terminated = []
     yield from make_harness(backend)
 
@@ -464,3 +466,59 @@ def test_store_unavailable_is_503_and_nothing_is_published(store_down: Harness) 
     assert_error(store_down.get("/apps/app-1/channels"), 503, "Channel state is unavailable")
     # Triggers that ask for no counts don't need the store.
     assert store_down.post(EVENTS, event()) == (200, {})
+
+
+# -- GET /channels/{name}/history (Herald extension) -------------------------------------------------
+
+HISTORY_EVENTS = "/apps/app-h/events"
+
+
+def history_of(api: Harness, channel: str, **params: str) -> tuple[int, object]:
+    return api.get(f"/apps/app-h/channels/{channel}/history", params or None, app_id="app-h")
+
+
+def test_history_endpoint_pages_through_a_channels_events(api: Harness) -> None:
+    assert history_of(api, "room-1") == (200, {"events": [], "position": None, "more": False})
+    for n in range(7):  # history_size 5 keeps the last five
+        assert api.post(HISTORY_EVENTS, event(channels=["room-1", "other"], data=f'{{"n":{n}}}'),
+                        app_id="app-h") == (200, {})
+    status, body = history_of(api, "room-1")
+    assert status == 200 and isinstance(body, dict)
+    events = body["events"]
+    assert [e["data"] for e in events] == [f'{{"n":{n}}}' for n in range(2, 7)]
+    assert all(e["event"] == "my-event" for e in events)
+    assert body["position"] == events[-1]["position"] and body["more"] is False
+    positions = [e["position"] for e in events]
+    assert [offset_of(p) for p in positions] == [3, 4, 5, 6, 7]
+
+    status, page = history_of(api, "room-1", since=positions[0], limit="2")
+    assert status == 200 and isinstance(page, dict)
+    assert [e["position"] for e in page["events"]] == positions[1:3] and page["more"] is True
+    status, rest = history_of(api, "room-1", since=positions[2], limit="10")
+    assert isinstance(rest, dict) and [e["position"] for e in rest["events"]] == positions[3:]
+    assert rest["more"] is False
+    assert history_of(api, "room-1", since=positions[-1]) == (200, {"events": [], "position": positions[-1],
+                                                                    "more": False})
+    epoch = positions[0].split("-")[0]
+    assert_error(history_of(api, "room-1", since=f"{epoch}-1"), 410, "no longer in the history", positions[-1])
+
+
+@pytest.mark.parametrize(
+    ("channel", "params", "status", "fragment"),
+    [
+        ("other", {}, 404, "keeps no history"),
+        ("cache-x", {}, 404, "cache channels never do"),
+        ("room-1", {"limit": "0"}, 400, "limit must be a whole number from 1 to 1000"),
+        ("room-1", {"limit": "1001"}, 400, "limit"),
+        ("room-1", {"limit": "x"}, 400, "limit"),
+        ("room-1", {"since": "7"}, 400, "since must be a position"),
+        ("bad%20name", {}, 400, "Invalid channel name"),
+    ],
+)
+def test_history_endpoint_errors(api: Harness, channel: str, params: dict[str, str], status: int,
+                                 fragment: str) -> None:
+    assert_error(history_of(api, channel, **params), status, fragment)
+
+
+def test_history_endpoint_of_an_app_without_history(api: Harness) -> None:
+    assert_error(api.get("/apps/app-1/channels/room-1/history"), 404, "keeps no history")

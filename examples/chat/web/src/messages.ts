@@ -57,8 +57,13 @@ function reducer(entries: Entry[], action: Action): Entry[] {
 }
 
 /**
- * The messages of one room: live ones from `private-room-{room}`, the history from the backend
- * each time the subscription (re)starts, and optimistic sends reconciled with what was stored.
+ * The messages of one room: the latest ones from the backend when the room opens, then live ones from
+ * `private-room-{room}`, and optimistic sends reconciled with what was stored.
+ *
+ * Nothing is refetched after a reconnection: Herald keeps the channel's recent events (the app's
+ * `history_size`), and `useEvent` (through herald-channels-recovery) replays the ones published while this
+ * page was offline, once each and in order. Only when it says that was impossible (`recovered:
+ * false`: offline longer than the history reaches, or Herald lost it) does the page ask the backend.
  */
 export function useRoomMessages(room: string, me: string) {
   const pusher = usePusher();
@@ -73,32 +78,48 @@ export function useRoomMessages(room: string, me: string) {
     lastId.current = ids.length ? Math.max(...ids) : null;
   }, [entries]);
 
-  useEvent<Message>(channel, 'message', (message) => dispatch({ type: 'stored', messages: [message] }));
+  const { recovered, recovery } = useEvent<Message>(channel, 'message', (message) =>
+    dispatch({ type: 'stored', messages: [message] }),
+  );
 
-  // Catch up on every (re)subscription: from the last message seen before the subscription was
-  // lost. Events that arrive while this runs are newer, and duplicates are dropped by id.
-  const watermark = useRef<number | null>(null);
-  useEffect(() => {
-    if (status !== 'subscribed') {
-      watermark.current = lastId.current;
-      return undefined;
-    }
-    let cancelled = false;
-    (async () => {
-      let after = watermark.current;
+  // Pages through the backend's history after `after` (the latest page when null). Events that
+  // arrive meanwhile are newer, and duplicates are dropped by id.
+  const load = useCallback(
+    async (after: number | null, isCancelled: () => boolean) => {
       for (;;) {
         const { messages } = await api.history(room, after);
-        if (cancelled) return;
+        if (isCancelled()) return;
         dispatch({ type: 'stored', messages });
         if (after === null || messages.length < HISTORY_PAGE) break;
         after = messages[messages.length - 1].id;
       }
-      markLoaded();
-    })().catch((e) => console.warn('history', e));
+    },
+    [room],
+  );
+
+  // Once, when the room's subscription first succeeds.
+  useEffect(() => {
+    if (status !== 'subscribed' || loaded) return undefined;
+    let cancelled = false;
+    load(null, () => cancelled)
+      .then(() => {
+        if (!cancelled) markLoaded();
+      })
+      .catch((e) => console.warn('history', e));
     return () => {
       cancelled = true;
     };
-  }, [status, room]);
+  }, [status, loaded, load]);
+
+  // And again only when missed messages could not be recovered.
+  useEffect(() => {
+    if (recovered !== false) return undefined;
+    let cancelled = false;
+    load(lastId.current, () => cancelled).catch((e) => console.warn('history', e));
+    return () => {
+      cancelled = true;
+    };
+  }, [recovered, recovery, load]);
 
   const post = useCallback(
     async (entry: Entry) => {
