@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         env_flag(p, "--webhook-workers", "WEBHOOK_WORKERS", DEFAULT_WORKERS,
                  "concurrent webhook deliveries in this process; 0 turns delivery off here "
                  "(with Redis, other processes still deliver what this one queues)", int)
+        env_flag(p, "--metrics-port", "METRICS_PORT", None,
+                 "serve GET /metrics on this port (same host) instead of the public one", int)
         env_flag(p, "--log-level", "LOG_LEVEL", "info", "log level",
                  choices=["critical", "error", "warning", "info", "debug"])
     return parser
@@ -231,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pong_timeout_s=args.pong_timeout, drain_s=args.drain_seconds, log_level=args.log_level,
         header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
         max_node_connections=args.max_node_connections, max_node_connection_rate=args.max_node_connection_rate,
+        metrics_port=args.metrics_port,
     )
     try:
         backend = make_backend(args, registry)

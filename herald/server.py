@@ -31,6 +31,7 @@ from gateway.endpoint import PATH_PREFIX, Gateway
 from gateway.handler import ProtocolHandler
 from gateway.hub import Hub
 from herald.http import BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES, HEADER_TIMEOUT_S, HttpLimits, Site
+from herald.observability import ProcessMetrics
 from shared.apps.config import ConfigError
 from shared.apps.database import DatabaseAppRegistry
 from shared.apps.registry import AppChanges, AppRegistry
@@ -64,6 +65,8 @@ class Settings:
     # Node-level admission (gateway.admission); 0 = no limit.
     max_node_connections: int = 0
     max_node_connection_rate: int = 0
+    # GET /metrics on this port (same host) instead of the public one; None: on the public port.
+    metrics_port: int | None = None
 
 
 class Node:
@@ -78,11 +81,13 @@ class Node:
         self.ready = False
         self.gateway: Gateway | None = None
         self.api: TriggerApi | None = None
+        self.process_metrics = ProcessMetrics(backend, settings.host, settings.metrics_port)
         routes: list[BaseRoute] = [
             Route("/", self.health),
             Route("/ready", self.readiness),
-            Route("/metrics", self.metrics),
         ]
+        if settings.metrics_port is None:
+            routes.append(Route("/metrics", self.metrics))
         if gateway:
             hub = Hub(backend.bus)
             handler = ProtocolHandler(backend, hub)
@@ -140,6 +145,7 @@ class Node:
         except ConfigError as exc:
             log.error("configuration error: %s", exc)
             raise
+        await self.process_metrics.start()
         await self.backend.start()
         sweeper = asyncio.create_task(self.sweep_forever()) if self.gateway else None
         hangup = self._on_sighup()
@@ -154,6 +160,7 @@ class Node:
                 sweeper.cancel()
             await self.backend.close()
             await self.registry.close()
+            await self.process_metrics.stop()
 
     def _on_sighup(self) -> bool:
         """SIGHUP re-reads the apps (the file, or the database now); False where signals can't be set

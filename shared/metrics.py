@@ -1,16 +1,61 @@
-"""Prometheus metrics of every process (exposed at GET /metrics): one home for each metric's name and meaning."""
+"""Prometheus metrics of every process (GET /metrics): one home for each metric's name, type, labels
+and meaning; docs/metrics.md is the reference for operators. The HTTP API's own metrics are in
+trigger_api/metrics.py.
+
+Rules: `herald_` prefix, base units (seconds, bytes), bounded labels (`app_id` where it helps, close
+codes and reasons from fixed sets; never a channel or a socket). Hot paths count per broadcast or per
+write batch, never per socket; gauges that would cost a walk over sockets are kept as running counts,
+and the few computed at scrape time (`SampledGauge`) read something already counted.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from shared.redis.health import RedisHealth
+
+# `_created` series double every counter's series count and no dashboard here uses them.
+disable_created_metrics()
+
+# Buckets (seconds) for things that should take well under a millisecond and may take seconds.
+FAST_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
+# For requests that cross the network (HTTP API calls, webhook requests).
+REQUEST_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class SampledGauge(Collector):
+    """A gauge read at scrape time from a source the process assembly registers, for values already
+    counted elsewhere (so nothing extra runs on the hot path). The source returns {label values: value}."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self._source: Callable[[], Mapping[tuple[str, ...], float]] | None = None
+        REGISTRY.register(self)
+
+    def set_source(self, source: Callable[[], Mapping[tuple[str, ...], float]] | None) -> None:
+        self._source = source
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        if self._source is not None:
+            for labels, value in self._source().items():
+                family.add_metric(list(labels), value)
+        yield family
+
+
+# -- connections and frames (gateway) -----------------------------------------------------------------
 
 CONNECTIONS = Gauge("herald_connections", "Open WebSocket connections on this node")
 CONNECTIONS_TOTAL = Counter("herald_connections_opened_total", "WebSocket connections accepted")
@@ -18,8 +63,7 @@ CONNECTIONS_REFUSED = Counter(
     "herald_connections_refused_total", "WebSocket connections refused at handshake", ["code"]
 )
 MESSAGES_IN = Counter("herald_ws_messages_received_total", "Frames received from clients")
-PROTOCOL_ERRORS = Counter("herald_ws_protocol_errors_total", "pusher:error frames sent", ["code"])
-SUBSCRIPTIONS = Counter("herald_subscriptions_total", "Subscription attempts", ["result"])
+PROTOCOL_ERRORS = Counter("herald_ws_protocol_errors_total", "pusher:error frames sent, by error code", ["code"])
 CLIENT_EVENTS = Counter("herald_client_events_total", "Client events relayed")
 DELIVERIES = Counter("herald_deliveries_total", "Channel events queued to local sockets")
 RECOVERIES = Counter(
@@ -33,9 +77,48 @@ RECOVERY_SOURCE = Counter(
 )
 BUS_LAG = Histogram(
     "herald_bus_lag_seconds",
-    "Publish-to-gateway delay of bus messages",
+    "Delay from publish to a gateway's receipt of a bus message",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+
+# -- subscriptions and channels (gateway) ------------------------------------------------------------
+
+SUBSCRIPTIONS = Counter(
+    "herald_subscriptions_total", "Subscription attempts, by result ('ok' or the error type)", ["result"]
+)
+CHANNEL_SUBSCRIPTIONS = Gauge(
+    "herald_channel_subscriptions",
+    "Socket subscriptions on this node, by channel type (internal: sign-in and watchlist topics)",
+    ["type"],
+)
+CHANNELS = Gauge("herald_channels", "Channels with at least one socket on this node, by channel type", ["type"])
+PRESENCE_MEMBERS = SampledGauge(
+    "herald_presence_members",
+    "Presence members (one per user and channel) held by this node's sockets",
+    ["app_id"],
+)
+
+# -- Redis ---------------------------------------------------------------------------------------------
+
+REDIS_COMMAND_DURATION = Histogram(
+    "herald_redis_command_duration_seconds",
+    "Time of Herald's Redis operations, by operation (a script's name, or publish)",
+    ["command"],
+    buckets=FAST_BUCKETS_S,
+)
+
+# -- node leases and the reaper -------------------------------------------------------------------------
+
+REAPER_RUNS = Counter("herald_reaper_runs_total", "Reaper passes run by this node while holding the reaper lock")
+REAPED_NODES = Counter("herald_reaped_nodes_total", "Dead nodes (lease expired) whose state this node removed")
+REAPED_MEMBERS = Counter(
+    "herald_reaped_members_total", "Presence members removed because their node died (member_removed sent)"
+)
+REAPED_USERS = Counter(
+    "herald_reaped_users_total", "Signed-in users who went offline because their node died"
+)
+
+# -- webhooks ---------------------------------------------------------------------------------------------
 
 WEBHOOKS_ENQUEUED = Counter(
     "herald_webhooks_enqueued_total", "Webhook jobs queued (one per event and webhook)", ["event"]
@@ -43,8 +126,16 @@ WEBHOOKS_ENQUEUED = Counter(
 WEBHOOKS_DELIVERED = Counter(
     "herald_webhooks_delivered_total", "Webhook events delivered with a 2xx answer", ["event"]
 )
-WEBHOOKS_FAILED_ATTEMPTS = Counter(
-    "herald_webhooks_failed_attempts_total", "Webhook requests answered with non-2xx or failed", ["reason"]
+WEBHOOK_REQUESTS = Counter(
+    "herald_webhooks_requests_total",
+    "Webhook HTTP requests, by outcome: ok (2xx), http_<status>, timeout or network",
+    ["app_id", "outcome"],
+)
+WEBHOOK_REQUEST_DURATION = Histogram(
+    "herald_webhooks_request_duration_seconds", "Time of webhook HTTP requests", buckets=REQUEST_BUCKETS_S
+)
+WEBHOOKS_RETRIES = Counter(
+    "herald_webhooks_retries_total", "Webhook jobs scheduled for another attempt after a failed request"
 )
 WEBHOOKS_DROPPED = Counter("herald_webhooks_dropped_total", "Webhook jobs given up on", ["event", "reason"])
 WEBHOOKS_CANCELLED = Counter(
@@ -53,6 +144,27 @@ WEBHOOKS_CANCELLED = Counter(
     "occupy/add that withdrew it)",
     ["event"],
 )
+WEBHOOK_QUEUE_JOBS = Gauge(
+    "herald_webhooks_queue_jobs",
+    "Webhook jobs in the queue (waiting, delayed, in flight or waiting to be retried); cluster-wide "
+    "with Redis, so every process reports the same value",
+    ["app_id"],
+)
+WEBHOOK_QUEUE_OLDEST_AGE = Gauge(
+    "herald_webhooks_queue_oldest_age_seconds",
+    "How long the longest-waiting due webhook job has waited for a worker (0 when none is overdue)",
+    ["app_id"],
+)
+
+# -- the process -------------------------------------------------------------------------------------------
+
+EVENT_LOOP_LAG = Histogram(
+    "herald_event_loop_lag_seconds",
+    "How late the event loop ran a timer (time every socket and request waited behind other work)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+# -- Redis health (shared/redis/health.py) ---------------------------------------------------------
 
 
 class RedisHealthCollector:
@@ -64,6 +176,12 @@ class RedisHealthCollector:
 
     def watch(self, health: RedisHealth) -> None:
         self._health = health
+
+    def describe(self) -> Iterator[Metric]:
+        # The names, so the registry (and tests/unit/test_metrics_reference.py) know them without Redis.
+        yield GaugeMetricFamily("herald_redis_up", "")
+        yield CounterMetricFamily("herald_redis_reconnects", "")
+        yield CounterMetricFamily("herald_redis_outage_seconds", "")
 
     def collect(self) -> Iterator[Metric]:
         health = self._health

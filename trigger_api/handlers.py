@@ -30,7 +30,7 @@ from trigger_api import validation as v
 from trigger_api.auth import authenticate, parse_query, query_dict
 from trigger_api.errors import ApiError, bad_request, error_body, error_response
 from trigger_api.limits import check_rate
-from trigger_api.metrics import EVENTS_PUBLISHED, count_request
+from trigger_api.metrics import count_published, count_request
 
 log = logging.getLogger("herald.trigger_api")
 
@@ -81,6 +81,7 @@ class TriggerApi:
                      paths: Sequence[str], query: str, path_params: Mapping[str, str], body: bytes) -> Answer:
         """One request whose body is read: method dispatch, signature, rate limits, handler, error bodies,
         metrics. Framework-free, so the hot endpoints run it straight from the HTTP layer (herald/http.py)."""
+        started = time.perf_counter()
         headers: dict[str, str] | None = None
         try:
             handler = handlers.get(method)
@@ -103,7 +104,7 @@ class TriggerApi:
         except Exception:
             log.exception("HTTP API %s failed", name)
             status, payload = 500, error_body(500, "Internal server error")
-        count_request(name, status)
+        count_request(name, status, time.perf_counter() - started)
         if headers:
             return status, JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in headers.items()], payload
         return status, JSON_HEADERS, payload
@@ -178,7 +179,7 @@ class TriggerApi:
                 f"The event bus is unavailable, try again later ({done} of {len(envelopes)} channel "
                 f"deliveries were published before the failure)",
             ) from None
-        EVENTS_PUBLISHED.inc(len(envelopes))
+        count_published(app_id, len(envelopes))
 
     async def channel_attributes(
         self, app_id: str, queries: Sequence[tuple[Sequence[str], Sequence[str]]]

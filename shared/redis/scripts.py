@@ -8,16 +8,24 @@ script touches shares the app's hash tag, so each runs on one Redis Cluster slot
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 from redis.exceptions import NoScriptError
 
+from shared.metrics import REDIS_COMMAND_DURATION
+
+# Source -> script name, the `command` label of the Redis latency histogram.
+_NAMES: dict[str, str] = {}
+
 
 def load_script(name: str) -> str:
     """The source of `lua/<name>.lua` (read once at import by the modules that use it)."""
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    source = resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    _NAMES[source] = name
+    return source
 
 
 class ScriptRunner:
@@ -26,6 +34,13 @@ class ScriptRunner:
         self._shas: dict[str, str] = {}
 
     async def run(self, source: str, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self._run(source, keys, args)
+        finally:
+            REDIS_COMMAND_DURATION.labels(_NAMES.get(source, "script")).observe(time.perf_counter() - started)
+
+    async def _run(self, source: str, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
         sha = self._shas.get(source)
         if sha is not None:
             try:
