@@ -151,6 +151,10 @@ class JobStore(Protocol):
     async def pending(self, app_id: str) -> int:
         """Number of queued jobs (tests and diagnostics)."""
 
+    async def backlog(self, app_id: str) -> tuple[int, int | None]:
+        """For the queue gauges: the number of queued jobs and the earliest due time (ms; None when
+        there are none). One round trip."""
+
     async def close(self) -> None: ...
 
 

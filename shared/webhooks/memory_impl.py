@@ -112,6 +112,14 @@ class MemoryJobStore:
         q = self._apps.get(app_id)
         return len(q.jobs) if q is not None else 0
 
+    async def backlog(self, app_id: str) -> tuple[int, int | None]:
+        q = self._apps.get(app_id)
+        if q is None:
+            return 0, None
+        while q.heap and q.due.get(q.heap[0][2]) != q.heap[0][0]:
+            heapq.heappop(q.heap)  # stale rows, as in claim()
+        return len(q.jobs), (q.heap[0][0] if q.heap else None)
+
     async def close(self) -> None:
         return None
 

@@ -38,11 +38,15 @@ from shared.apps.config import AppConfig, WebhookConfig
 from shared.apps.registry import AppRegistry
 from shared.clock import Clock
 from shared.metrics import (
+    WEBHOOK_QUEUE_JOBS,
+    WEBHOOK_QUEUE_OLDEST_AGE,
+    WEBHOOK_REQUEST_DURATION,
+    WEBHOOK_REQUESTS,
     WEBHOOKS_CANCELLED,
     WEBHOOKS_DELIVERED,
     WEBHOOKS_DROPPED,
     WEBHOOKS_ENQUEUED,
-    WEBHOOKS_FAILED_ATTEMPTS,
+    WEBHOOKS_RETRIES,
 )
 from shared.protocol.events import WEBHOOK_CHANNEL_OCCUPIED, WEBHOOK_CHANNEL_VACATED
 from shared.protocol.signatures import sign_webhook
@@ -73,6 +77,9 @@ POLL_S = 0.2  # how soon jobs queued by other processes are noticed
 CLAIM_LIMIT = 100  # jobs per claim, and events per batched request
 DEFAULT_WORKERS = 4
 CLOSE_GRACE_S = 2.0  # on close, in-flight requests get this long to finish
+# How often a process with workers reads the queue's size and oldest due job for the gauges (one
+# round trip per app with webhooks).
+BACKLOG_INTERVAL_S = 5.0
 
 
 # -- jobs -------------------------------------------------------------------------------------------
@@ -144,6 +151,7 @@ def backoff_s(attempts: int) -> float:
 class _Loop:
     claimer: asyncio.Task[None] | None = None
     senders: list[asyncio.Task[None]] = field(default_factory=list)
+    gauges: asyncio.Task[None] | None = None
 
 
 class QueuedWebhooks:
@@ -168,6 +176,7 @@ class QueuedWebhooks:
         poll_s: float = POLL_S,
         http_timeout_s: float = HTTP_TIMEOUT_S,
         close_grace_s: float = CLOSE_GRACE_S,
+        backlog_interval_s: float = BACKLOG_INTERVAL_S,
     ) -> None:
         if sender is None:
             sender = HttpSender(timeout_s=http_timeout_s)
@@ -182,6 +191,7 @@ class QueuedWebhooks:
         self.batch_window_ms = int(batch_window_s * 1000)
         self.poll_s = poll_s
         self.close_grace_s = close_grace_s
+        self.backlog_interval_s = backlog_interval_s
         self._seen: dict[str, AppConfig] = {}  # apps met in enqueue (the registry may not know them)
         self._loop = _Loop()
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
@@ -248,13 +258,15 @@ class QueuedWebhooks:
             self._loop.senders = [asyncio.create_task(self._send_forever(), name=f"webhook-sender-{i}")
                                   for i in range(self.workers)]
             self._loop.claimer = asyncio.create_task(self._claim_forever(), name="webhook-claimer")
+            self._loop.gauges = asyncio.create_task(self._measure_forever(), name="webhook-backlog")
 
     async def close(self) -> None:
         """Stop claiming, give in-flight requests a moment, hand unstarted jobs back to the queue."""
-        if self._loop.claimer is not None:
-            self._loop.claimer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop.claimer
+        for task in (self._loop.claimer, self._loop.gauges):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         unstarted: list[Delivery] = []
         while not self._queue.empty():
             unstarted.append(self._queue.get_nowait())
@@ -340,13 +352,15 @@ class QueuedWebhooks:
             return
         body = body_bytes(min(j.created_ms for j in jobs), (j.event for j in jobs))
         headers = webhook_headers(app, hook, body)
+        started = time.perf_counter()
         failure = await self.sender.send(hook.url, headers, body)
+        WEBHOOK_REQUEST_DURATION.observe(time.perf_counter() - started)
+        WEBHOOK_REQUESTS.labels(app.id, "ok" if failure is None else failure.split(":", 1)[0]).inc()
         if failure is None:
             await self.store.ack(app.id, [j.id for j in jobs])
             for job in jobs:
                 WEBHOOKS_DELIVERED.labels(job.name).inc()
             return
-        WEBHOOKS_FAILED_ATTEMPTS.labels(failure.split(":", 1)[0]).inc()
         now = self.now_ms()
         give_up: list[Job] = []
         for job in jobs:
@@ -355,6 +369,7 @@ class QueuedWebhooks:
                 give_up.append(job)
             else:
                 await self.store.reschedule(app.id, job.id, due)
+                WEBHOOKS_RETRIES.inc()
         if give_up:
             log.warning("webhook to %s failed (%s); giving up on %d events of app %s after %d attempts "
                         "(%.0f s old): %s", hook.url, failure, len(give_up), app.id, give_up[0].attempts,
@@ -421,6 +436,24 @@ class QueuedWebhooks:
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
+
+
+    async def measure(self) -> None:
+        """Set the queue gauges of every app whose queue the workers visit."""
+        now = self.now_ms()
+        for app in self.apps():
+            jobs, first_due_ms = await self.store.backlog(app.id)
+            WEBHOOK_QUEUE_JOBS.labels(app.id).set(jobs)
+            waited_s = 0.0 if first_due_ms is None else max(0, now - first_due_ms) / 1000
+            WEBHOOK_QUEUE_OLDEST_AGE.labels(app.id).set(waited_s)
+
+    async def _measure_forever(self) -> None:
+        while True:
+            try:
+                await self.measure()
+            except Exception as exc:  # the store is away; the claimer reports that already
+                log.debug("webhook backlog not measured: %s", exc)
+            await asyncio.sleep(self.backlog_interval_s)
 
 
 def webhook_headers(app: AppConfig, hook: WebhookConfig, body: bytes) -> dict[str, str]:

@@ -74,6 +74,14 @@ class RedisJobStore:
     async def pending(self, app_id: str) -> int:
         return int(await self.client.hlen(self.keys(app_id)["jobs"]))
 
+    async def backlog(self, app_id: str) -> tuple[int, int | None]:
+        k = self.keys(app_id)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hlen(k["jobs"])
+            pipe.zrange(k["due"], 0, 0, withscores=True)
+            jobs, first = await pipe.execute()
+        return int(jobs), (int(first[0][1]) if first else None)
+
     async def close(self) -> None:
         return None  # the client belongs to the backend
 

@@ -433,7 +433,8 @@ async def test_failures_are_retried_with_exponential_backoff_then_dropped_after_
     queue = make_queue(store, sender, clock, app)
     sender.always_fail = "http_500: nope"
     dropped_before = counter("herald_webhooks_dropped_total", event=CACHE_MISS, reason="expired")
-    failed_before = counter("herald_webhooks_failed_attempts_total", reason="http_500")
+    failed_before = counter("herald_webhooks_requests_total", app_id=app.id, outcome="http_500")
+    retries_before = counter("herald_webhooks_retries_total")
     created = clock.ms
     await queue.enqueue(app, [WebhookEvent(CACHE_MISS, "cache-x")])
     # Step through time 250 ms at a time, delivering whatever is due, for six minutes.
@@ -446,7 +447,9 @@ async def test_failures_are_retried_with_exponential_backoff_then_dropped_after_
     assert await store.pending(app.id) == 0
     assert {s.time_ms for s in sender.sent} == {created}
     assert counter("herald_webhooks_dropped_total", event=CACHE_MISS, reason="expired") == dropped_before + 1
-    assert counter("herald_webhooks_failed_attempts_total", reason="http_500") == failed_before + 10
+    assert counter("herald_webhooks_requests_total", app_id=app.id, outcome="http_500") == failed_before + 10
+    # Every failed attempt but the last was rescheduled.
+    assert counter("herald_webhooks_retries_total") == retries_before + 9
 
 
 async def test_a_retry_that_succeeds_is_delivered_once_with_its_creation_time(
@@ -540,6 +543,29 @@ async def test_claim_reports_the_next_due_time(store: JobStore, sender: FakeSend
     await queue.enqueue(app, [WebhookEvent(CHANNEL_VACATED, "x")])
     deliveries, next_due = await queue.claim(app, 10)
     assert deliveries == [] and next_due == clock.ms + 3000
+
+
+async def test_backlog_gauges_show_queued_jobs_and_how_long_the_oldest_due_one_waited(
+    store: JobStore, sender: FakeSender, clock: WallClock
+) -> None:
+    app = make_app()
+    queue = make_queue(store, sender, clock, app)
+
+    def gauges() -> tuple[float, float]:
+        return (counter("herald_webhooks_queue_jobs", app_id=app.id),
+                counter("herald_webhooks_queue_oldest_age_seconds", app_id=app.id))
+
+    await queue.measure()
+    assert gauges() == (0, 0)
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_OCCUPIED, "a"), WebhookEvent(CHANNEL_VACATED, "b")])
+    await queue.measure()
+    assert gauges() == (2, 0)  # the occupied job is due now, the vacated one in 3 s
+    clock.advance(7.5)  # nobody claims: both are overdue, the first by 7.5 s
+    await queue.measure()
+    assert gauges() == (2, 7.5)
+    assert await queue.run_due() == 2
+    await queue.measure()
+    assert gauges() == (0, 0)
 
 
 async def test_jobs_for_a_removed_webhook_are_dropped(store: JobStore, sender: FakeSender, clock: WallClock) -> None:
