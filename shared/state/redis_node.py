@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
+from shared import metrics
 from shared.clock import Clock
 from shared.redis.health import COMMANDS, RedisHealth
 from shared.redis.scripts import ScriptRunner, load_script
@@ -390,6 +391,7 @@ class RedisNode:
             if holder is None or holder.decode() != self.node_id:
                 return
             await self.client.pexpire(lock_key, lock_ms)
+        metrics.REAPER_RUNS.inc()
         now_ms = int(self.clock() * 1000)
         dead = await self.client.zrangebyscore(f"{self.prefix}:nodes", "-inf", now_ms)
         for raw in dead:
@@ -404,10 +406,13 @@ class RedisNode:
         log.warning("reaping node %s (lease expired; %d apps)", node, len(apps))
         for app_id in apps:
             transitions = await self.sync(app_id, node, Mirror())
+            metrics.REAPED_MEMBERS.inc(len(transitions.removed))
+            metrics.REAPED_USERS.inc(len(transitions.offline))
             if transitions:
                 await self._emit(transitions)
         await self.client.delete(apps_key)
         await self.client.zrem(f"{self.prefix}:nodes", node)
+        metrics.REAPED_NODES.inc()
 
 
 def _conforms(node: RedisNode) -> NodeLease:

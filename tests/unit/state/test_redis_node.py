@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -79,6 +80,12 @@ def cluster(client: Redis) -> Cluster:
     return Cluster(client)
 
 
+def reaper_metrics() -> dict[str, float]:
+    names = ["runs", "nodes", "members", "users"]
+    return {n: REGISTRY.get_sample_value(f"herald_{'reaper' if n == 'runs' else 'reaped'}_{n}_total") or 0.0
+            for n in names}
+
+
 async def test_reaping_a_node_reports_vacated_removed_offline_and_counts(cluster: Cluster) -> None:
     dead, survivor = cluster.node("dead"), cluster.node("alive")
     await dead.occupancy.add(APP, "news", "1.1")
@@ -129,12 +136,18 @@ async def test_one_reaper_at_a_time_reports_each_transition_once(cluster: Cluste
     dead, b, c = cluster.node("dead"), cluster.node("b"), cluster.node("c")
     await dead.lease.heartbeat()
     await dead.occupancy.add(APP, "news", "1.1")
+    assert (await dead.presence.join(APP, "presence-room", "1.1", Member("alice"), 100)).added
+    assert await dead.users.signin(APP, "alice", "1.1")
     clock.advance(LEASE_S + 1)
+    before = reaper_metrics()
     await b.lease.reap()
     await c.lease.reap()  # b holds the reaper lock: c does nothing
     await b.lease.reap()  # the dead node is gone: nothing left to report
     assert [t.vacated for t in b.take()] == [["news"]]
     assert c.take() == []
+    after = reaper_metrics()
+    # Two passes by the lock holder (c's attempt is not a run), one node with one member and one user.
+    assert {n: after[n] - before[n] for n in after} == {"runs": 2, "nodes": 1, "members": 1, "users": 1}
 
 
 async def test_a_node_reaped_while_partitioned_re_registers_what_it_holds(cluster: Cluster) -> None:
