@@ -17,11 +17,18 @@ from gateway.replay_cache import ReplayCache
 from shared import metrics
 from shared.bus.base import Bus, Envelope
 from shared.protocol import codes, events, messages
-from shared.protocol.channels import SERVER_TO_USER_PREFIX, WATCH_PREFIX
+from shared.protocol.channels import SERVER_TO_USER_PREFIX, WATCH_PREFIX, channel_type
 
 log = logging.getLogger("herald.gateway")
 
 Topic = tuple[str, str]
+
+# The `type` label of the subscription and channel gauges; '#' topics (sign-in, watchlists) are "internal".
+INTERNAL_TYPE = "internal"
+
+
+def metric_type(channel: str) -> str:
+    return INTERNAL_TYPE if channel.startswith("#") else channel_type(channel).kind.value
 
 
 def event_payload(env: Envelope) -> bytes:
@@ -62,7 +69,13 @@ class Hub:
         topic = (conn.app.id, channel)
         if hold:
             conn.held[channel] = []
-        members = self._members.setdefault(topic, {})
+        members = self._members.get(topic)
+        kind = metric_type(channel)
+        if members is None:
+            members = self._members[topic] = {}
+            metrics.CHANNELS.labels(kind).inc()
+        if conn.socket_id not in members:
+            metrics.CHANNEL_SUBSCRIPTIONS.labels(kind).inc()
         members[conn.socket_id] = conn
         ready = self._ready.get(topic)
         if ready is None:
@@ -107,11 +120,14 @@ class Hub:
         members = self._members.get(topic)
         if members is None:
             return False
-        members.pop(conn.socket_id, None)
+        kind = metric_type(topic[1])
+        if members.pop(conn.socket_id, None) is not None:
+            metrics.CHANNEL_SUBSCRIPTIONS.labels(kind).dec()
         if members:
             return False
         del self._members[topic]
         self.replay.drop(topic)
+        metrics.CHANNELS.labels(kind).dec()
         return True
 
     def deliver(self, env: Envelope) -> None:

@@ -101,6 +101,10 @@ class PresenceStore(Protocol):
     async def user_counts(self, app_id: str, channels: Sequence[str]) -> list[int]:
         """Distinct users of each presence channel, in order."""
 
+    def local_members(self) -> dict[str, int]:
+        """Members (one per user and channel) that this node's sockets hold, by app: no I/O, for the
+        `herald_presence_members` gauge."""
+
 
 class UserStore(Protocol):
     """Signed-in users (pusher:signin), cluster-wide: a user is online while signed in on >= 1 socket."""

@@ -70,6 +70,7 @@ class MemoryPresenceStore:
     def __init__(self) -> None:
         # (app, channel) -> user key -> [member, connection count]; dicts keep join order for rosters.
         self._channels: dict[tuple[str, str], dict[str, list]] = {}
+        self._members: dict[str, int] = {}  # app -> members in all its channels
 
     async def join(
         self, app_id: str, channel: str, socket_id: str, member: Member, max_members: int
@@ -82,6 +83,7 @@ class MemoryPresenceStore:
                     del self._channels[(app_id, channel)]
                 return PresenceJoin(False, False, [])
             users[member.key] = [member, 1]
+            self._members[app_id] = self._members.get(app_id, 0) + 1
             added = True
         else:
             entry[1] += 1
@@ -97,6 +99,7 @@ class MemoryPresenceStore:
         if entry[1] > 0:
             return False
         del users[member.key]
+        self._members[app_id] -= 1
         if not users:
             del self._channels[(app_id, channel)]
         return True
@@ -106,6 +109,9 @@ class MemoryPresenceStore:
 
     async def user_counts(self, app_id: str, channels: Sequence[str]) -> list[int]:
         return [len(self._channels.get((app_id, c), ())) for c in channels]
+
+    def local_members(self) -> dict[str, int]:
+        return dict(self._members)
 
 
 class MemoryUserStore:

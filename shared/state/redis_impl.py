@@ -184,6 +184,9 @@ class RedisPresenceStore:
                 pipe.hlen(f"{base}:pc:{channel}")
             return [int(n) for n in await pipe.execute()]
 
+    def local_members(self) -> dict[str, int]:
+        return {app_id: len(mirror.pres) for app_id, mirror in list(self.node.mirror.items())}
+
 
 class RedisUserStore:
     """See `UserStore`."""

@@ -231,6 +231,24 @@ async def test_presence_user_counts_and_isolation(backend: Backend, app_id: str)
     assert await pres.members(app_id, "presence-unknown") == []
 
 
+async def test_presence_local_members_count_users_per_channel_held_here(backend: Backend, app_id: str) -> None:
+    presence = backend.presence
+    other = f"{app_id}-other"
+    assert presence.local_members().get(app_id, 0) == 0
+    await presence.join(app_id, "presence-a", "1.1", Member("u1"), 100)
+    await presence.join(app_id, "presence-a", "1.2", Member("u1"), 100)  # same user, second socket
+    await presence.join(app_id, "presence-b", "1.1", Member("u1"), 100)
+    await presence.join(app_id, "presence-b", "2.1", Member("u2"), 100)
+    await presence.join(other, "presence-a", "3.1", Member("u3"), 100)
+    counts = presence.local_members()
+    assert counts[app_id] == 3 and counts[other] == 1
+    await presence.leave(app_id, "presence-a", "1.1", Member("u1"))
+    assert presence.local_members()[app_id] == 3  # u1 still has a socket in presence-a
+    await presence.leave(app_id, "presence-a", "1.2", Member("u1"))
+    await presence.leave(app_id, "presence-b", "2.1", Member("u2"))
+    assert presence.local_members()[app_id] == 1
+
+
 async def test_presence_concurrent_joins_see_each_transition_once(backend: Backend, app_id: str) -> None:
     pres = backend.presence
     concurrency = 20
