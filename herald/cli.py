@@ -71,6 +71,17 @@ def env_flag(
     parser.add_argument(flag, type=parse, default=value, choices=choices, help=f"{help} [{where}]")
 
 
+def env_switch(parser: argparse.ArgumentParser, flag: str, env: str, help: str) -> None:
+    """An on/off flag, on when given or when HERALD_<env> is 1/true/yes/on (0/false/no/off: off)."""
+    name = f"HERALD_{env}"
+    raw = os.environ.get(name, "")
+    try:
+        value = _truthy(raw) if raw else False
+    except ValueError:
+        raise EnvError(f"{name}={raw!r} is not on or off (1/true/yes/on, 0/false/no/off; used for {flag})") from None
+    parser.add_argument(flag, action="store_true", default=value, help=f"{help} [{name}, default off]")
+
+
 # -- Redis connection flags (README, "Redis") -------------------------------------------------------
 
 
@@ -112,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"herald {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, _, help_text) in ROLES.items():
+    for name, (_, http_api, help_text) in ROLES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         env_flag(p, "--host", "HOST", DEFAULT_HOST, "listen address")
         env_flag(p, "--port", "PORT", DEFAULT_PORT, "listen port", int)
@@ -152,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
                  "(with Redis, other processes still deliver what this one queues)", int)
         env_flag(p, "--metrics-port", "METRICS_PORT", None,
                  "serve GET /metrics on this port (same host) instead of the public one", int)
+        if http_api:
+            env_switch(p, "--console", "CONSOLE", "serve the debug console at /console (docs/console.md)")
+            env_flag(p, "--console-token", "CONSOLE_TOKEN", None,
+                     "operator token that opens any app's console (otherwise: the app's key and secret)")
         env_flag(p, "--log-level", "LOG_LEVEL", "info", "log level",
                  choices=["critical", "error", "warning", "info", "debug"])
     return parser
@@ -233,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pong_timeout_s=args.pong_timeout, drain_s=args.drain_seconds, log_level=args.log_level,
         header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
         max_node_connections=args.max_node_connections, max_node_connection_rate=args.max_node_connection_rate,
-        metrics_port=args.metrics_port,
+        metrics_port=args.metrics_port, console=getattr(args, "console", False),
+        console_token=getattr(args, "console_token", None),
     )
     try:
         backend = make_backend(args, registry)

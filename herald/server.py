@@ -38,7 +38,7 @@ from shared.apps.registry import AppChanges, AppRegistry
 from shared.backend import Backend
 from shared.bus.memory_impl import MemoryBus
 from shared.protocol import codes
-from trigger_api.app import build_routes
+from trigger_api.app import ConsoleSettings, build_routes
 from trigger_api.handlers import MAX_BODY_BYTES, TriggerApi
 
 log = logging.getLogger("herald")
@@ -67,6 +67,9 @@ class Settings:
     max_node_connection_rate: int = 0
     # GET /metrics on this port (same host) instead of the public one; None: on the public port.
     metrics_port: int | None = None
+    # The debug console on the HTTP API (docs/console.md), and the operator token that opens any app.
+    console: bool = False
+    console_token: str | None = None
 
 
 class Node:
@@ -96,7 +99,8 @@ class Node:
             registry.add_listener(self.apps_changed)
         if http_api:
             self.api = TriggerApi(registry, backend)
-            routes.extend(build_routes(registry, backend, api=self.api))
+            console = ConsoleSettings(settings.console, settings.console_token)
+            routes.extend(build_routes(registry, backend, api=self.api, console=console))
         self.app = Starlette(routes=routes, lifespan=self.lifespan)
 
     def site(self, server_state: Any) -> Site:
@@ -112,7 +116,8 @@ class Node:
             self.gateway.tasks = server_state.tasks
             upgrade = self.gateway.upgrade
         # In memory (herald serve without Redis, apps not from a database) a trigger never waits.
-        eager = isinstance(self.backend.bus, MemoryBus) and not isinstance(self.registry, DatabaseAppRegistry)
+        # (The bus under the console's tap: tap.bus.)
+        eager = isinstance(self.backend.tap.bus, MemoryBus) and not isinstance(self.registry, DatabaseAppRegistry)
         return Site(self.app, limits, fast=self.api.fast_route if self.api else None, upgrade=upgrade,
                     upgrade_prefix=PATH_PREFIX, eager=eager)
 

@@ -11,6 +11,7 @@ from shared import transitions
 from shared.apps.registry import AppRegistry, AppsUnavailable
 from shared.bus.base import Bus, BusUnavailable
 from shared.bus.memory_impl import MemoryBus
+from shared.console.tap import ConsoleTap, TappedBus
 from shared.history.base import HistoryStore
 from shared.history.memory_impl import MemoryHistoryStore
 from shared.ratelimit.base import RateLimiter
@@ -34,7 +35,7 @@ from shared.state.memory_impl import (
 )
 from shared.webhooks.base import NullWebhookQueue, WebhookQueue, queue_webhooks
 from shared.webhooks.memory_impl import memory_webhook_queue
-from shared.webhooks.queue import DEFAULT_WORKERS
+from shared.webhooks.queue import DEFAULT_WORKERS, QueuedWebhooks
 
 log = logging.getLogger("herald")
 
@@ -60,11 +61,20 @@ class Backend:
     # The apps this node serves; set by the process assembly (webhooks of reaped nodes need them).
     apps: AppRegistry | None = None
 
+    # The debug console's tap on this process's publishes (docs/console.md); set up from `bus`.
+    tap: ConsoleTap = field(init=False)
+
     def __post_init__(self) -> None:
         self.node.add_transitions_listener(self.report)
+        inner = self.bus.inner if isinstance(self.bus, TappedBus) else self.bus
+        self.tap = ConsoleTap(inner)
+        self.bus = TappedBus(inner, self.tap)
+        if isinstance(self.webhooks, QueuedWebhooks):
+            self.webhooks.console = self.tap
 
     async def start(self) -> None:
         await self.bus.start()
+        await self.tap.start()
         await self.node.start_node()
         await self.webhooks.start()
 
@@ -72,6 +82,7 @@ class Backend:
         # The node's clean leave still queues webhooks, so the queue closes after it.
         await self.node.stop_node()
         await self.webhooks.close()
+        await self.tap.close()
         await self.bus.close()
 
     async def terminate_user(self, app_id: str, user_id: str) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from starlette.routing import BaseRoute, Route
 
@@ -15,17 +16,31 @@ from trigger_api.handlers import Endpoint, TriggerApi
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The debug console (docs/console.md): served only when enabled; `token` (optional) opens any app."""
+
+    enabled: bool = False
+    token: str | None = None
+
+
 def build_routes(registry: AppRegistry, backend: Backend, *, clock: Clock = time.time,
-                 api: TriggerApi | None = None) -> list[BaseRoute]:
+                 api: TriggerApi | None = None, console: ConsoleSettings = ConsoleSettings()) -> list[BaseRoute]:
     """The HTTP API routes; `clock` (Unix seconds) is injectable for signature-timestamp tests. Pass
     `api` to share it with the hot-path handlers (`TriggerApi.fast_route`)."""
     api = api or TriggerApi(registry, backend, clock)
+    extra: list[BaseRoute] = []
+    if console.enabled:
+        from trigger_api.console.routes import Console
+
+        extra = Console(api, console.token).routes()
 
     def route(path: str, name: str, endpoint: Endpoint) -> Route:
         # Every method reaches the endpoint so a wrong one gets a JSON 405, not Starlette's plain text.
         return Route(path, endpoint, methods=ALL_METHODS, name=f"pusher_{name}")
 
     return [
+        *extra,
         route("/apps/{app_id}/events", "events", api.endpoint("events", {"POST": api.trigger})),
         route("/apps/{app_id}/batch_events", "batch_events",
               api.endpoint("batch_events", {"POST": api.trigger_batch})),

@@ -19,6 +19,11 @@ SERVER_TO_USER_PREFIX = "#server-to-user-"
 SERVER_TO_USER_RE = re.compile(rf"^#server-to-user-[{NAME_CHARACTERS}]+$")
 # Herald-internal topics; '#' names can't be subscribed by clients, so they never collide with an app's.
 WATCH_PREFIX = "#watch-"
+# The debug console's topics (docs/console.md): per app, the copies a console watches; and one
+# node-wide control topic where consoles announce what they watch. '#' names: no client can join them.
+CONSOLE_CHANNEL = "#console"
+CONSOLE_CONTROL_APP = "#herald"
+CONSOLE_CONTROL_CHANNEL = "#console-watch"
 
 
 class ChannelKind(enum.Enum):

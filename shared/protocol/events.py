@@ -41,6 +41,12 @@ SKIPPED = "pusher_internal:herald_skipped"
 # sockets with 4009 instead of relaying it (it never reaches a client).
 TERMINATE_CONNECTIONS = "pusher_internal:terminate_connections"
 
+# Bus-only debug console messages (docs/console.md): a console server announces that it watches an app
+# on the control topic; while it does, nodes copy that app's traffic to the app's console topic.
+CONSOLE_WATCH = "herald:console_watch"
+CONSOLE_EVENT = "herald:console_event"  # a copy of an envelope published on one of the app's channels
+CONSOLE_WEBHOOK = "herald:console_webhook"  # a webhook request and its outcome
+
 # Webhook event types (the `name` of each event in a webhook body; apps subscribe to them by name).
 WEBHOOK_CHANNEL_OCCUPIED = "channel_occupied"
 WEBHOOK_CHANNEL_VACATED = "channel_vacated"

@@ -31,12 +31,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
 from shared.apps.config import AppConfig, WebhookConfig
 from shared.apps.registry import AppRegistry
 from shared.clock import Clock
+from shared.console.tap import ConsoleTap
 from shared.metrics import (
     WEBHOOK_QUEUE_JOBS,
     WEBHOOK_QUEUE_OLDEST_AGE,
@@ -48,7 +50,7 @@ from shared.metrics import (
     WEBHOOKS_ENQUEUED,
     WEBHOOKS_RETRIES,
 )
-from shared.protocol.events import WEBHOOK_CHANNEL_OCCUPIED, WEBHOOK_CHANNEL_VACATED
+from shared.protocol.events import CONSOLE_WEBHOOK, WEBHOOK_CHANNEL_OCCUPIED, WEBHOOK_CHANNEL_VACATED
 from shared.protocol.signatures import sign_webhook
 from shared.state.base import StoreUnavailable
 from shared.webhooks.base import (
@@ -192,6 +194,8 @@ class QueuedWebhooks:
         self.poll_s = poll_s
         self.close_grace_s = close_grace_s
         self.backlog_interval_s = backlog_interval_s
+        # The debug console's tap (set by the Backend): each request's outcome is shown to a watching console.
+        self.console: ConsoleTap | None = None
         self._seen: dict[str, AppConfig] = {}  # apps met in enqueue (the registry may not know them)
         self._loop = _Loop()
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
@@ -354,8 +358,14 @@ class QueuedWebhooks:
         headers = webhook_headers(app, hook, body)
         started = time.perf_counter()
         failure = await self.sender.send(hook.url, headers, body)
-        WEBHOOK_REQUEST_DURATION.observe(time.perf_counter() - started)
+        took_s = time.perf_counter() - started
+        WEBHOOK_REQUEST_DURATION.observe(took_s)
         WEBHOOK_REQUESTS.labels(app.id, "ok" if failure is None else failure.split(":", 1)[0]).inc()
+        if self.console is not None and self.console.watched:
+            await self.console.note(app.id, CONSOLE_WEBHOOK, {
+                "url": shown_url(hook.url), "events": [j.event for j in jobs], "attempt": max(j.attempts for j in jobs),
+                "outcome": "ok" if failure is None else failure, "ms": round(took_s * 1000, 1),
+            })
         if failure is None:
             await self.store.ack(app.id, [j.id for j in jobs])
             for job in jobs:
@@ -454,6 +464,15 @@ class QueuedWebhooks:
             except Exception as exc:  # the store is away; the claimer reports that already
                 log.debug("webhook backlog not measured: %s", exc)
             await asyncio.sleep(self.backlog_interval_s)
+
+
+def shown_url(url: str) -> str:
+    """A webhook URL without credentials or query (which may hold tokens), for the console."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def webhook_headers(app: AppConfig, hook: WebhookConfig, body: bytes) -> dict[str, str]:

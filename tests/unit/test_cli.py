@@ -65,3 +65,23 @@ def test_bad_environment_value_is_one_line(variable: str, value: str, message: s
     assert out.returncode == 2
     assert out.stderr.splitlines() == [message]
     assert out.stdout == ""
+
+
+def test_console_and_metrics_port_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = build_parser()
+    args = parser.parse_args(["trigger-api", "--console", "--console-token", "t0k", "--metrics-port", "9464"])
+    assert (args.console, args.console_token, args.metrics_port) == (True, "t0k", 9464)
+    assert parser.parse_args(["serve"]).console is False
+    assert not hasattr(parser.parse_args(["gateway"]), "console")  # the console is the HTTP API's
+    monkeypatch.setenv("HERALD_CONSOLE", "yes")
+    monkeypatch.setenv("HERALD_METRICS_PORT", "9100")
+    args = build_parser().parse_args(["serve"])
+    assert (args.console, args.metrics_port) == (True, 9100)
+
+
+def test_bad_console_switch_value_is_one_line() -> None:
+    out = subprocess.run([sys.executable, "-m", "herald", "serve"], env={"HERALD_CONSOLE": "maybe", "PATH": ""},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == ["herald: HERALD_CONSOLE='maybe' is not on or off (1/true/yes/on, "
+                                       "0/false/no/off; used for --console)"]
