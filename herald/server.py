@@ -32,6 +32,7 @@ from gateway.handler import ProtocolHandler
 from gateway.hub import Hub
 from herald.http import BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES, HEADER_TIMEOUT_S, HttpLimits, Site
 from herald.observability import ProcessMetrics
+from shared import metrics
 from shared.apps.config import ConfigError
 from shared.apps.database import DatabaseAppRegistry
 from shared.apps.registry import AppChanges, AppRegistry
@@ -194,7 +195,10 @@ class Node:
         """Readiness off, stop accepting, then close sockets with 4200 in jittered batches."""
         self.ready = False
         gw = self.gateway
-        if gw is None or not gw.connections:
+        if gw is None:
+            return
+        metrics.DRAINING.set(1)
+        if not gw.connections:
             return
         gw.accepting = False
         conns = list(gw.connections.values())
@@ -203,9 +207,11 @@ class Node:
         per_batch = -(-len(conns) // batches)
         pause = self.settings.drain_s / batches
         log.info("draining %d connections over %.1fs", len(conns), self.settings.drain_s)
+        metrics.DRAIN_PENDING.set(len(conns))
         for i in range(0, len(conns), per_batch):
             for conn in conns[i : i + per_batch]:
                 conn.sink.close(codes.RECONNECT, "Server is shutting down; please reconnect")
+            metrics.DRAIN_PENDING.set(max(0, len(conns) - i - per_batch))
             await asyncio.sleep(pause)
 
 

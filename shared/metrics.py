@@ -98,6 +98,13 @@ PRESENCE_MEMBERS = SampledGauge(
     ["app_id"],
 )
 
+# -- drain (gateway) ---------------------------------------------------------------------------------
+
+DRAINING = Gauge("herald_draining", "1 once this gateway drains its connections (after SIGTERM), else 0")
+DRAIN_PENDING = Gauge(
+    "herald_drain_pending_connections", "Connections the drain has still to close (0 when not draining)"
+)
+
 # -- Redis ---------------------------------------------------------------------------------------------
 
 REDIS_COMMAND_DURATION = Histogram(
