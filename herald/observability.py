@@ -51,7 +51,9 @@ class ProcessMetrics:
 
     async def start(self) -> None:
         presence = self.backend.presence
-        metrics.PRESENCE_MEMBERS.set_source(lambda: {(app_id,): float(n) for app_id, n in presence.local_members().items()})
+        metrics.PRESENCE_MEMBERS.set_source(
+            lambda: {(app_id,): float(n) for app_id, n in presence.local_members().items()}
+        )
         if self.metrics_port is not None:
             self._listener = serve_metrics(self.host, self.metrics_port)
         self._probe = asyncio.create_task(probe_loop_lag(), name="loop-lag-probe")

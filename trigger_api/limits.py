@@ -7,6 +7,7 @@ from __future__ import annotations
 from shared.apps.config import AppConfig
 from shared.ratelimit.base import EVENTS, RateLimiter
 from trigger_api.errors import ApiError
+from trigger_api.metrics import count_rate_limited
 
 
 async def check_rate(limiter: RateLimiter, app: AppConfig, kind: str, points: int, headers: dict[str, str]) -> None:
@@ -18,6 +19,7 @@ async def check_rate(limiter: RateLimiter, app: AppConfig, kind: str, points: in
     headers.update(decision.headers())
     if decision.allowed:
         return
+    count_rate_limited(app.id, kind)
     field = "max_backend_events_per_sec" if kind == EVENTS else "max_read_req_per_sec"
     what = "channel events (one per channel of each event)" if kind == EVENTS else "read requests"
     message = f"Too many requests: app '{app.id}' allows {limit} {what} per second ({field})"

@@ -56,6 +56,6 @@ def count_published(app_id: str, channel_events: int) -> None:
 
 
 def count_rate_limited(app_id: str, limit: str) -> None:
-    """A request refused with 429; `limit` names the limit that refused it (e.g. `backend_events`,
-    `read_requests`), from a fixed set."""
+    """A request refused with 429; `limit` names the limit that refused it (`events`: the app's
+    max_backend_events_per_sec, `reads`: its max_read_req_per_sec; shared/ratelimit/base.py)."""
     RATE_LIMITED.labels(app_id, limit).inc()

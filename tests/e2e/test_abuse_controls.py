@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pusher
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pusher.errors import PusherBadStatus
 
 from tests.clusterutil import LEASE_S, REAPER_S
@@ -73,6 +74,17 @@ async def read(client: httpx.AsyncClient, port: int, app: dict[str, Any]) -> htt
     return await client.get(f"http://127.0.0.1:{port}{path}?{signed(app, 'GET', path)}")
 
 
+async def rate_limited(client: httpx.AsyncClient, port: int, app: dict[str, Any], limit: str) -> float:
+    """herald_http_rate_limited_total of the app and limit, from GET /metrics (docs/metrics.md)."""
+    scrape = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    for family in text_string_to_metric_families(scrape):
+        for sample in family.samples:
+            if sample.name == "herald_http_rate_limited_total" and sample.labels == {"app_id": app["id"],
+                                                                                    "limit": limit}:
+                return sample.value
+    return 0.0
+
+
 # -- HTTP API rates -------------------------------------------------------------------------------
 
 
@@ -93,6 +105,8 @@ async def test_event_rate_counts_channels_and_answers_429_with_headers(herald: H
         assert "max_backend_events_per_sec" in refused.json()["error"]
         never = await trigger(client, herald.port, app, [f"ch-{i}" for i in range(4)])  # 4 > 3, ever
         assert never.status_code == 429 and "can never pass" in never.json()["error"]
+        assert await rate_limited(client, herald.port, app, "events") == 2
+        assert await rate_limited(client, herald.port, app, "reads") == 0
 
 
 async def test_read_rate(herald: HeraldProcess) -> None:
@@ -104,6 +118,7 @@ async def test_read_rate(herald: HeraldProcess) -> None:
         assert 429 in [a.status_code for a in answers[2:]]
         refused = next(a for a in answers if a.status_code == 429)
         assert "max_read_req_per_sec" in refused.json()["error"] and int(refused.headers["Retry-After"]) >= 1
+        assert await rate_limited(client, herald.port, app, "reads") == [a.status_code for a in answers].count(429)
 
 
 async def test_unlimited_apps_get_no_rate_headers(herald: HeraldProcess) -> None:

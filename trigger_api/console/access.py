@@ -25,22 +25,23 @@ class ConsoleAccess:
         self.registry = registry
         self.token = token or None
 
-    def app_for(self, request: Request) -> AppConfig:
-        """The app this request may see, or ApiError(401/403/404)."""
+    async def app_for(self, request: Request) -> AppConfig:
+        """The app this request may see, or ApiError(401/403/404); AppsUnavailable when the apps
+        can't be read (a database outage)."""
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         scheme = scheme.lower()
         if scheme == "basic":
-            return self._by_key_and_secret(value.strip())
+            return await self._by_key_and_secret(value.strip())
         if scheme == "bearer":
-            return self._by_token(value.strip(), request.query_params.get("app_id", ""))
+            return await self._by_token(value.strip(), request.query_params.get("app_id", ""))
         raise unauthorized("Sign in with the app's key and secret (or a console token)")
 
-    def _by_key_and_secret(self, encoded: str) -> AppConfig:
+    async def _by_key_and_secret(self, encoded: str) -> AppConfig:
         try:
             key, sep, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise unauthorized("Malformed Basic credentials") from None
-        app = self.registry.by_key(key) if sep else None
+        app = await self.registry.by_key(key) if sep else None
         # One answer for an unknown key and a wrong secret, so the console can't be used to find keys;
         # the secret is compared in constant time even when the key is unknown.
         expected = app.secret if app is not None else "\0" * max(len(secret), 1)
@@ -48,10 +49,10 @@ class ConsoleAccess:
             raise unauthorized(WRONG_CREDENTIALS)
         return self._enabled(app)
 
-    def _by_token(self, given: str, app_id: str) -> AppConfig:
+    async def _by_token(self, given: str, app_id: str) -> AppConfig:
         if self.token is None or not signatures_equal(given, self.token):
             raise unauthorized("Wrong console token")
-        app = self.registry.by_id(app_id) if app_id else None
+        app = await self.registry.by_id(app_id) if app_id else None
         if app is None:
             raise ApiError(404, f"Unknown app id '{app_id[:64]}'")
         return self._enabled(app)

@@ -26,13 +26,16 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from shared.apps.config import AppConfig
+from shared.apps.registry import AppsUnavailable
 from shared.bus.base import BusUnavailable
 from shared.protocol.channels import channel_type
+from shared.ratelimit.base import EVENTS
 from trigger_api import validation as v
 from trigger_api.console.access import ConsoleAccess
 from trigger_api.console.feeds import ConsoleFeeds
 from trigger_api.errors import ApiError, error_response, json_response
 from trigger_api.handlers import TriggerApi, read_body
+from trigger_api.limits import check_rate
 
 log = logging.getLogger("herald.console")
 
@@ -79,11 +82,11 @@ class Console:
 
     async def snapshot(self, request: Request) -> Response:
         try:
-            app = self.access.app_for(request)
+            app = await self.access.app_for(request)
             return json_response(await self.read_state(app), 200)
         except ApiError as exc:
             return error_response(exc.status, exc.message)
-        except BusUnavailable:
+        except (BusUnavailable, AppsUnavailable):
             return error_response(503, "Channel state is unavailable, try again later")
 
     async def read_state(self, app: AppConfig) -> dict[str, Any]:
@@ -110,9 +113,11 @@ class Console:
 
     async def stream(self, request: Request) -> Response:
         try:
-            app = self.access.app_for(request)
+            app = await self.access.app_for(request)
         except ApiError as exc:
             return error_response(exc.status, exc.message)
+        except AppsUnavailable:
+            return error_response(503, "Apps are unavailable, try again later")
 
         async def lines() -> AsyncIterator[bytes]:
             # The feed opens inside the body, so whatever ends the response also closes it.
@@ -146,12 +151,14 @@ class Console:
 
     async def trigger(self, request: Request) -> Response:
         try:
-            app = self.access.app_for(request)
+            app = await self.access.app_for(request)
             event = v.parse_event(v.parse_json_object(await read_body(request)), app)
+            # A test event counts against the app's event rate like any other.
+            await check_rate(self.backend.limits, app, EVENTS, len(event.channels), {})
             await self.api.publish(app, [event])
         except ApiError as exc:
-            return error_response(exc.status, exc.message)
-        except BusUnavailable:
+            return error_response(exc.status, exc.message, exc.headers)
+        except (BusUnavailable, AppsUnavailable):
             return error_response(503, "Channel state is unavailable, try again later")
         return json_response({"published": len(event.channels)})
 

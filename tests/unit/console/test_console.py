@@ -114,24 +114,24 @@ def basic(key: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
 
 
-def refusal(access: ConsoleAccess, req: Request) -> tuple[int, str]:
+async def refusal(access: ConsoleAccess, req: Request) -> tuple[int, str]:
     with pytest.raises(ApiError) as exc:
-        access.app_for(req)
+        await access.app_for(req)
     return exc.value.status, exc.value.message
 
 
-def test_access_by_key_and_secret_or_token_one_app_at_a_time() -> None:
+async def test_access_by_key_and_secret_or_token_one_app_at_a_time() -> None:
     registry = AppRegistry([A, B, OFF])
     access = ConsoleAccess(registry, "op-token")
-    assert access.app_for(request(basic("key-a", "secret-a"))) is A
-    assert access.app_for(request("Bearer op-token", "app_id=b")) is B
+    assert await access.app_for(request(basic("key-a", "secret-a"))) is A
+    assert await access.app_for(request("Bearer op-token", "app_id=b")) is B
     wrong = (401, "Wrong app key or secret")
-    assert refusal(access, request(basic("key-a", "secret-b"))) == wrong
-    assert refusal(access, request(basic("key-nope", "secret-a"))) == wrong  # same answer: keys stay unknown
-    assert refusal(access, request("Basic !!!"))[0] == 401
-    assert refusal(access, request(None))[0] == 401
-    assert refusal(access, request("Bearer wrong", "app_id=a")) == (401, "Wrong console token")
-    assert refusal(access, request("Bearer op-token", "app_id=zzz"))[0] == 404
-    assert refusal(access, request(basic("key-off", "secret-off"))) == (403, "App 'off' is disabled")
+    assert await refusal(access, request(basic("key-a", "secret-b"))) == wrong
+    assert await refusal(access, request(basic("key-nope", "secret-a"))) == wrong  # same answer: keys stay unknown
+    assert (await refusal(access, request("Basic !!!")))[0] == 401
+    assert (await refusal(access, request(None)))[0] == 401
+    assert await refusal(access, request("Bearer wrong", "app_id=a")) == (401, "Wrong console token")
+    assert (await refusal(access, request("Bearer op-token", "app_id=zzz")))[0] == 404
+    assert await refusal(access, request(basic("key-off", "secret-off"))) == (403, "App 'off' is disabled")
     # Without a configured token, no token opens anything.
-    assert refusal(ConsoleAccess(registry, None), request("Bearer ", "app_id=a")) == (401, "Wrong console token")
+    assert await refusal(ConsoleAccess(registry, None), request("Bearer ", "app_id=a")) == (401, "Wrong console token")
