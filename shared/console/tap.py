@@ -146,6 +146,10 @@ class TappedBus:
         self.inner = inner
         self.tap = tap
 
+    def __getattr__(self, name: str) -> Any:
+        # Anything else is the inner bus's (e.g. RedisBus.connections, which tests and diagnostics read).
+        return getattr(self.inner, name)
+
     def set_receiver(self, receiver: Receiver) -> None:
         self.inner.set_receiver(receiver)
 
