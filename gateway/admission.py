@@ -15,6 +15,8 @@ from shared.clock import Clock
 from shared.ratelimit.base import Gcra
 
 _BUCKET = ("node", "connect")
+NODE_FULL = "Over capacity: this node holds its maximum of connections; reconnect later"
+NODE_RATE = "Over capacity: too many new connections on this node; reconnect later"
 
 
 class NodeAdmission:
@@ -28,7 +30,7 @@ class NodeAdmission:
     def refuse(self, open_connections: int) -> str | None:
         """Why a new handshake is refused now, or None. Every handshake counts towards the rate."""
         if 0 < self.max_connections <= open_connections:
-            return "Over capacity: this node holds its maximum of connections; reconnect later"
+            return NODE_FULL
         if self.max_rate > 0 and not self._rate.take(_BUCKET, 1, self.max_rate, self.clock()).allowed:
-            return "Over capacity: too many new connections on this node; reconnect later"
+            return NODE_RATE
         return None

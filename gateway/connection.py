@@ -10,6 +10,8 @@ from shared.protocol import messages
 from shared.protocol.users import SignedInUser
 from shared.state.base import Member
 
+_MESSAGES_OUT = metrics.MESSAGES_OUT.values
+
 
 class Connection:
     __slots__ = (
@@ -54,17 +56,21 @@ class Connection:
         self.recover_at = float("-inf")
 
     def send(self, payload: bytes, wire: bytes | None = None) -> None:
+        """A frame for this socket alone (broadcasts go through `deliver` and are counted by the hub)."""
+        messages_out = _MESSAGES_OUT
+        key = (self.app.id,)
+        messages_out[key] = messages_out.get(key, 0) + 1
         self.sink.send(payload, wire)
 
     def error(self, message: str, code: int | None) -> None:
         """A `pusher:error`; the connection stays open."""
         metrics.PROTOCOL_ERRORS.labels(str(code)).inc()
-        self.sink.send(messages.error(message, code))
+        self.send(messages.error(message, code))
 
     def subscription_error(self, channel: str, type_: str, message: str, status: int) -> None:
         """A `pusher:subscription_error` on the channel; the socket is not subscribed and stays open."""
         metrics.SUBSCRIPTIONS.labels(type_).inc()
-        self.sink.send(messages.subscription_error(channel, type_, message, status))
+        self.send(messages.subscription_error(channel, type_, message, status))
 
     def deliver(self, channel: str, payload: bytes, wire: bytes | None, position: str | None = None) -> None:
         """A channel event: held back while this socket's subscription to it is still pending."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from gateway.admission import NodeAdmission
+from gateway.admission import NODE_FULL, NODE_RATE, NodeAdmission
 from gateway.connection import Connection
 from gateway.handler import ProtocolHandler
 from gateway.outbound import FlushScheduler
@@ -36,6 +36,19 @@ ADMISSIONS_PER_ITERATION = 48
 
 Refusal = tuple[AppConfig | None, int, str]
 APPS_UNAVAILABLE = "Application lookup unavailable; reconnect later"
+DRAINING = "Server is shutting down; reconnect to another node"
+QUOTA_UNAVAILABLE = "Server cannot accept connections right now"
+
+# The `reason` label of herald_connections_refused_total: 4100 has several causes, told by message.
+_REFUSED_BY_MESSAGE = {DRAINING: "draining", NODE_FULL: "node_full", NODE_RATE: "node_rate",
+                       APPS_UNAVAILABLE: "apps_unavailable", QUOTA_UNAVAILABLE: "quota_unavailable"}
+_REFUSED_BY_CODE = {codes.APP_NOT_FOUND: "app_not_found", codes.APP_DISABLED: "app_disabled",
+                    codes.UNAUTHORIZED: "origin_not_allowed", codes.NO_PROTOCOL: "no_protocol",
+                    codes.UNSUPPORTED_PROTOCOL: "unsupported_protocol", codes.OVER_QUOTA: "over_quota"}
+
+
+def refusal_reason(code: int, message: str) -> str:
+    return _REFUSED_BY_MESSAGE.get(message) or _REFUSED_BY_CODE.get(code, "other")
 
 
 @dataclass(slots=True)
@@ -171,7 +184,7 @@ class Gateway:
         if not self.accepting:
             # 4100, not 4200: pusher-js retries 4200 at once, so drained clients would hammer this
             # node until it exits; 4100 makes them back off and land on another node.
-            return None, codes.OVER_CAPACITY, "Server is shutting down; reconnect to another node"
+            return None, codes.OVER_CAPACITY, DRAINING
         busy = self.admission.refuse(len(self.connections))  # every handshake counts towards the rate
         if busy is not None:
             return None, codes.OVER_CAPACITY, busy
@@ -201,7 +214,7 @@ class Gateway:
 
     @staticmethod
     def refuse(ws: WebSocket, code: int, message: str) -> None:
-        metrics.CONNECTIONS_REFUSED.labels(str(code)).inc()
+        metrics.CONNECTIONS_REFUSED.labels(refusal_reason(code, message)).inc()
         ws.send(messages.error(message, code))
         ws.close(code, message)
 
@@ -211,7 +224,7 @@ class Gateway:
             ok = await connections.open(app.id, socket_id, app.max_connections)
         except Exception:
             log.warning("connection quota check failed", exc_info=True)
-            self.refuse(ws, codes.OVER_CAPACITY, "Server cannot accept connections right now")
+            self.refuse(ws, codes.OVER_CAPACITY, QUOTA_UNAVAILABLE)
             return
         if not ok:
             self.refuse(ws, codes.OVER_QUOTA, "Application is over connection quota")
@@ -226,8 +239,8 @@ class Gateway:
         conn = Connection(socket_id, app, ws, self.handler.clock())
         ws.conn = conn
         self.connections[socket_id] = conn
-        metrics.CONNECTIONS.inc()
-        metrics.CONNECTIONS_TOTAL.inc()
+        metrics.CONNECTIONS.labels(app.id).inc()
+        metrics.CONNECTIONS_OPENED.labels(app.id).inc()
         conn.send(messages.connection_established(socket_id, self.activity_timeout_s))
         ws.flush()
         ws.start()
@@ -242,7 +255,7 @@ class Gateway:
         if conn is None:
             return
         del self.connections[conn.socket_id]
-        metrics.CONNECTIONS.dec()
+        metrics.CONNECTIONS.labels(conn.app.id).dec()
         if release:
             self.spawn(self.release(conn))
 

@@ -41,6 +41,12 @@ log = logging.getLogger("herald.gateway")
 CLIENT_EVENT_WINDOW_S = 1.0
 
 
+def count_message_in(conn: Connection) -> None:
+    messages_in = metrics.MESSAGES_IN.values
+    key = (conn.app.id,)
+    messages_in[key] = messages_in.get(key, 0) + 1
+
+
 class ProtocolHandler:
     def __init__(self, backend: Backend, hub: Hub, clock: Clock = time.monotonic) -> None:
         self.backend = backend
@@ -57,7 +63,7 @@ class ProtocolHandler:
     async def handle_text(self, conn: Connection, text: str | bytes) -> None:
         conn.last_seen = self.clock()
         conn.ping_sent_at = None
-        metrics.MESSAGES_IN.inc()
+        count_message_in(conn)
         try:
             msg = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -98,6 +104,7 @@ class ProtocolHandler:
             conn.error("Internal server error", codes.RECONNECT)
 
     def handle_binary(self, conn: Connection) -> None:
+        count_message_in(conn)
         conn.last_seen = self.clock()
         conn.ping_sent_at = None
         conn.error("Binary frames are not supported; send JSON text frames", codes.INVALID_MESSAGE)
@@ -365,7 +372,9 @@ class ProtocolHandler:
         if 0 <= app.max_client_events_per_sec < conn.client_event_count:
             return conn.error("Client event rejected due to rate limit", code)
         member = conn.channels[channel]
-        metrics.CLIENT_EVENTS.inc()
+        key = (app.id,)
+        client_events = metrics.CLIENT_EVENTS.values
+        client_events[key] = client_events.get(key, 0) + 1
         user_id = member.user_id if member is not None else None
         await self.backend.bus.publish(
             Envelope(

@@ -23,6 +23,9 @@ log = logging.getLogger("herald.gateway")
 
 Topic = tuple[str, str]
 
+_DELIVERIES = metrics.DELIVERIES.values
+_MESSAGES_OUT = metrics.MESSAGES_OUT.values
+
 # The `type` label of the subscription and channel gauges; '#' topics (sign-in, watchlists) are "internal".
 INTERNAL_TYPE = "internal"
 
@@ -142,7 +145,7 @@ class Hub:
         exclude = env.exclude
         position = env.position
         channel = env.channel
-        sent = 0
+        sent = notices = 0
         # The per-socket loop is the hottest code of a gateway: channels without history keep the call
         # they always made (loadtest/history_cost.py measures both).
         if position is None:
@@ -159,7 +162,12 @@ class Hub:
             skipped = members.get(exclude) if exclude is not None else None
             if skipped is not None:
                 skipped.deliver(channel, messages.skipped(channel, position), None, position)
-        metrics.DELIVERIES.inc(sent)
+                notices = 1
+        # Counted once per broadcast (the sockets' own sends don't count these again).
+        key = (env.app_id,)
+        deliveries, messages_out = _DELIVERIES, _MESSAGES_OUT
+        deliveries[key] = deliveries.get(key, 0) + sent
+        messages_out[key] = messages_out.get(key, 0) + sent + notices
         if env.ts:
             metrics.BUS_LAG.observe(max(0.0, time.time() - env.ts))
 

@@ -38,6 +38,8 @@ from gateway.frames import (
     text_frame,
 )
 from gateway.outbound import MAX_BUFFERED_BYTES
+from shared import metrics
+from shared.protocol import codes
 
 if TYPE_CHECKING:
     from gateway.connection import Connection
@@ -65,6 +67,23 @@ _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 # _CLOSING: Herald's close frame is out, waiting for the client's; _GONE: transport closed or aborted.
 _OPEN, _CLOSING, _GONE = 0, 1, 2
+
+# Metrics (docs/metrics.md): plain dict counters added to per read and per write batch.
+_BYTES_IN = metrics.BYTES_IN.values
+_BYTES_OUT = metrics.BYTES_OUT.values
+CLOSE_ABNORMAL = 1006  # the label of a connection that ended without a close frame
+# Close codes counted under their own label; a client's other codes count as "other".
+_KNOWN_CLOSE_CODES = frozenset({*_RECEIVABLE_CLOSE_CODES, CLOSE_NO_STATUS, CLOSE_ABNORMAL,
+                                *(v for k, v in vars(codes).items() if k.isupper() and isinstance(v, int)
+                                  and 4000 <= v <= 4999)})
+
+
+def count_close(code: int) -> None:
+    metrics.CONNECTIONS_CLOSED.labels(str(code) if code in _KNOWN_CLOSE_CODES else "other").inc()
+
+
+class _Upgrade(bytes):
+    """The held `101` response: written with the first flush, not counted as WebSocket bytes."""
 
 
 def handshake_error(method: str, headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, bytes | None]:
@@ -143,7 +162,7 @@ class WebSocket(asyncio.Protocol):
 
     def hold(self, data: bytes) -> None:
         """Bytes written with the next flush, which the caller triggers (the 101 before admission)."""
-        self._pending = [data]
+        self._pending = [_Upgrade(data)]
 
     def flush(self) -> None:
         pending = self._pending
@@ -151,7 +170,9 @@ class WebSocket(asyncio.Protocol):
             return
         self._pending = None
         if self._state != _GONE:
-            self._write(pending[0] if len(pending) == 1 else b"".join(pending))
+            first = pending[0]
+            self._write(first if len(pending) == 1 else b"".join(pending),
+                        len(first) if type(first) is _Upgrade else 0)
 
     def close(self, code: int, reason: str) -> None:
         if self._state:
@@ -160,6 +181,8 @@ class WebSocket(asyncio.Protocol):
         if self._state:
             return  # the flush found a slow reader and dropped it
         self._state = _CLOSING
+        if self.conn is not None:
+            count_close(code)
         self._write(close_frame(code, reason))
         if self._state == _CLOSING:
             self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._abort)
@@ -168,15 +191,19 @@ class WebSocket(asyncio.Protocol):
         """uvicorn's shutdown (after Herald's drain): whatever is still open gets 1012."""
         self.close(CLOSE_SERVICE_RESTART, "Server restarting")
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, upgrade_bytes: int = 0) -> None:
         transport = self.transport
         transport.write(data)
+        _BYTES_OUT[()] += len(data) - upgrade_bytes
         if transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
             log.info("closing slow reader: %d bytes unsent", transport.get_write_buffer_size())
+            metrics.SLOW_READER_DISCONNECTS.inc()
             # A close frame can't overtake the backlog; drop the socket now.
             self._abort()
 
     def _abort(self) -> None:
+        if self._state == _OPEN and self.conn is not None:
+            count_close(CLOSE_ABNORMAL)
         self._state = _GONE
         self._pending = None
         self.transport.abort()
@@ -190,6 +217,7 @@ class WebSocket(asyncio.Protocol):
             self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
+        _BYTES_IN[()] += len(data)
         if self._skip:  # the rest of a refused oversized frame: never buffered
             if len(data) <= self._skip:
                 self._skip -= len(data)
@@ -300,7 +328,9 @@ class WebSocket(asyncio.Protocol):
                                      and code != CLOSE_NO_STATUS):
                 return self._fail(CLOSE_PROTOCOL_ERROR, "Invalid close frame")
             self.flush()
-            if self._state == _OPEN:
+            if self._state == _OPEN:  # (a slow reader's flush dropped it, counted as 1006)
+                if self.conn is not None:
+                    count_close(code)
                 # Echo the client's code (RFC 6455 section 5.5.1); none given, none echoed.
                 self._write(b"\x88\x00" if code == CLOSE_NO_STATUS else close_frame(code, ""))
         if self._state != _GONE:
@@ -353,6 +383,8 @@ class WebSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self._state == _OPEN and self.conn is not None:
+            count_close(CLOSE_ABNORMAL)
         self._state = _GONE
         self._pending = None
         self._buf = b""

@@ -52,11 +52,12 @@ class Cluster:
         self.log.append(f"  {time.monotonic() - started:6.1f} s  {text}")
 
     def connections(self, gateway: str) -> float:
+        """The gateway's open connections: herald_connections summed over apps (docs/metrics.md)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[gateway]}/metrics", timeout=5) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith("herald_connections "):
-                    return float(line.split()[1])
-        raise AssertionError(f"{gateway}: no herald_connections in /metrics")
+            text = resp.read().decode()
+        assert "# TYPE herald_connections gauge" in text, f"{gateway}: no herald_connections in /metrics"
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith(("herald_connections{", "herald_connections ")))
 
 
 def _wait_http(url: str, timeout: float = 60) -> None:
