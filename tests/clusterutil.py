@@ -53,12 +53,12 @@ class Cluster:
 
 def start_cluster(tmp: Path, redis: RedisServer | RedisClusterFixture | SentinelSetup, apps: list[dict[str, Any]],
                   gateways: int = 3, prefix: str = "herald", extra_args: list[str] | None = None,
-                  api_args: list[str] | None = None) -> Cluster:
-    """`extra_args` go to every process, `api_args` to the trigger API only."""
+                  api_args: list[str] | None = None, gateway_args: list[str] | None = None) -> Cluster:
+    """`extra_args` go to every process, `api_args` to the trigger API only, `gateway_args` to the gateways."""
     common = [*redis.herald_args(), "--redis-prefix", prefix, "--node-lease", str(LEASE_S),
               "--reaper-interval", str(REAPER_S), "--drain-seconds", "0.2", "--log-level", "warning",
               *(extra_args or [])]
-    procs = [start_herald(tmp, apps=apps, command="gateway", extra_args=common, name=f"gw{i}")
+    procs = [start_herald(tmp, apps=apps, command="gateway", extra_args=[*common, *(gateway_args or [])], name=f"gw{i}")
              for i in range(gateways)]
     api = start_herald(tmp, apps=apps, command="trigger-api", extra_args=[*common, *(api_args or [])], name="api")
     return Cluster(redis, procs, api, tmp, apps, common)

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from websockets.client import ClientProtocol
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
 QUERY = "protocol=7&client=js&version=8.6.0&flash=false"
@@ -35,6 +35,7 @@ class CountingClient:
         self._messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._closed = asyncio.Event()
         self._server_closed_first = False
+        self._we_closed = False
 
     @classmethod
     async def open(cls, port: int, key: str, query: str = QUERY) -> CountingClient:
@@ -66,13 +67,16 @@ class CountingClient:
         self.bytes_in += len(data)
         self._proto.receive_data(data)
         for event in self._proto.events_received():
+            if not isinstance(event, Frame):  # the 101 response, parsed with the first frames
+                continue
             if event.opcode is Opcode.TEXT:
                 msg = json.loads(event.data)
                 self.received.append(msg)
                 self._messages.put_nowait(msg)
             elif event.opcode is Opcode.CLOSE:
-                self._server_closed_first = not self._proto.close_sent
-                self.close_code = self._proto.close_code
+                self._server_closed_first = not self._we_closed
+                rcvd = self._proto.close_rcvd
+                self.close_code = rcvd.code if rcvd is not None else None
         self._flush(reply=True)
 
     def _flush(self, reply: bool = False) -> None:
@@ -112,6 +116,7 @@ class CountingClient:
     async def close(self) -> None:
         """Start the closing handshake (1000) and wait for the server to end the connection."""
         assert self._proto is not None
+        self._we_closed = True
         self._proto.send_close(1000)
         self._flush()
         await self.wait_closed()

@@ -68,9 +68,12 @@ async def test_a_stalled_reader_is_dropped_and_the_others_get_everything(tmp_pat
             closed = True
         assert closed and frames < total, f"the stalled reader got {frames} of {total} frames"
 
-        # The server is still healthy and serving.
+        # The server is still healthy and serving, and says what it did (docs/metrics.md).
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{herald.http_url}/ready")).status_code == 200
+            scrape = (await http.get(f"{herald.http_url}/metrics")).text
+        assert "herald_slow_reader_disconnects_total 1.0" in scrape.splitlines()
+        assert 'herald_connections_closed_total{code="1006"} 1.0' in scrape.splitlines()
         late = await open_raw(herald.port, APP["key"])
         await late.subscribe_ok(unique("after"))
         await late.close()
