@@ -204,15 +204,12 @@ async def test_scrapes_say_what_the_traffic_did(metered: tuple[Cluster, int, int
     assert gw_delta("herald_ws_messages_received_total", app_id="2") == b.sent_messages
     assert gw_delta("herald_ws_messages_sent_total", app_id="1") == sum(len(c.received) for c in a)
     assert gw_delta("herald_ws_messages_sent_total", app_id="2") == len(b.received)
-    # uvicorn's WebSocket layer writes a refusal's frames and the reply to a client's close itself, and
-    # hands Herald messages, not frames (so client close frames are not seen): the byte counters cover
-    # the frames Herald writes and the client messages it reads.
-    wire_out = sum(c.bytes_in for c in clients)
-    assert wire_out - refused.bytes_in - 4 <= gw_delta("herald_ws_sent_bytes_total") <= wire_out
+    # Every byte after the handshake, both ways (Herald's own WebSocket layer writes every frame).
+    assert gw_delta("herald_ws_sent_bytes_total") == sum(c.bytes_in for c in clients)
     received = gw_delta("herald_ws_received_bytes_total")
     sent = sum(c.bytes_out for c in clients)
-    # Not seen: close frames (the client's 8-byte one, and replies to a close the server started).
-    assert sent - 8 - sum(c.close_reply_bytes for c in clients) <= received <= sent
+    # A client's reply to a close the server started may arrive after the server stopped reading.
+    assert sent - sum(c.close_reply_bytes for c in clients) <= received <= sent
     # Deliveries: 2 ticks to 3 sockets and the client event to 1 (app 1); 1 tock (app 2).
     assert gw_delta("herald_deliveries_total", app_id="1") == 7
     assert gw_delta("herald_deliveries_total", app_id="2") == 1
