@@ -16,7 +16,7 @@ REQUESTS = Counter(
 )
 REQUEST_DURATION = Histogram(
     "herald_http_request_duration_seconds",
-    "Time from a request's arrival to its response, by endpoint",
+    "Time to answer a request once its body was in (signature, validation, reads, publishing), by endpoint",
     ["endpoint"],
     buckets=REQUEST_BUCKETS_S,
 )

@@ -14,6 +14,7 @@ import pusher
 import pusher.errors
 import pytest
 
+from shared.protocol.channels import CONSOLE_CONTROL_APP, CONSOLE_CONTROL_CHANNEL
 from tests import clusterutil
 from tests.authserver import AuthServer
 from tests.clusterutil import (
@@ -297,4 +298,6 @@ async def test_redis_cluster_sharded_pubsub_and_presence(
         shard_topics += [t.decode() for t in client.execute_command("PUBSUB", "SHARDCHANNELS", "hc:ev:*")]
         assert client.execute_command("PUBSUB", "CHANNELS", "hc:*") == []
         client.close()
-    assert sorted(shard_topics) == sorted(f"hc:ev:{APP['id']}:{c}" for c in channels)
+    # Every node also holds the debug console's control topic (docs/console.md), on the shard of its slot.
+    control = f"hc:ev:{CONSOLE_CONTROL_APP}:{CONSOLE_CONTROL_CHANNEL}"
+    assert sorted(shard_topics) == sorted([control, *(f"hc:ev:{APP['id']}:{c}" for c in channels)])

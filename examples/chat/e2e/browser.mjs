@@ -130,9 +130,10 @@ async function screenshot(page, name) {
 }
 
 async function gatewayConnections(port) {
+  // herald_connections has one series per app (docs/metrics.md): the gateway's total is their sum.
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith('herald_connections '));
-  return Number(line?.split(' ')[1]);
+  const lines = text.split('\n').filter((l) => l.startsWith('herald_connections{') || l.startsWith('herald_connections '));
+  return lines.length ? lines.reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0) : NaN;
 }
 
 /** A page for one user, with what its sockets carried recorded for the protocol-level checks. */
