@@ -242,7 +242,7 @@ class Gateway:
         metrics.CONNECTIONS.labels(app.id).inc()
         metrics.CONNECTIONS_OPENED.labels(app.id).inc()
         conn.send(messages.connection_established(socket_id, self.activity_timeout_s))
-        ws.flush()
+        ws.flush_now()
         ws.start()
 
     # -- close ---------------------------------------------------------------------------------

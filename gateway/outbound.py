@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from shared import metrics
+
 # Unsent bytes one socket may hold in user space before it is dropped as a slow reader.
 MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 SLOW_READER_REASON = "Connection too slow to keep up; reconnect"
+_BYTES_OUT = metrics.BYTES_OUT.values
 
 
 class Sink(Protocol):
@@ -31,7 +34,8 @@ class Sink(Protocol):
 
 
 class Flushable(Protocol):
-    def flush(self) -> None: ...
+    def flush(self) -> int:
+        """Write what is queued; the bytes written."""
 
 
 class FlushScheduler:
@@ -53,5 +57,7 @@ class FlushScheduler:
     def flush(self) -> None:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
+        written = 0
         for sink in dirty:
-            sink.flush()
+            written += sink.flush()
+        _BYTES_OUT[()] += written  # one counter update per batch (docs/metrics.md)

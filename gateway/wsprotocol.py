@@ -164,26 +164,39 @@ class WebSocket(asyncio.Protocol):
         """Bytes written with the next flush, which the caller triggers (the 101 before admission)."""
         self._pending = [_Upgrade(data)]
 
-    def flush(self) -> None:
+    def flush(self) -> int:
+        """Write what is queued; returns the bytes written (the scheduler counts them per batch)."""
         pending = self._pending
         if pending is None:
-            return
+            return 0
         self._pending = None
-        if self._state != _GONE:
-            first = pending[0]
-            self._write(first if len(pending) == 1 else b"".join(pending),
-                        len(first) if type(first) is _Upgrade else 0)
+        if self._state == _GONE:
+            return 0
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        self._write(data)
+        return len(data)
+
+    def flush_now(self) -> None:
+        """Flush outside the scheduler's batch, counting the bytes here. Only such a flush can carry the
+        held 101 (admission writes it), which is not WebSocket data."""
+        pending = self._pending
+        upgrade = len(pending[0]) if pending is not None and type(pending[0]) is _Upgrade else 0
+        written = self.flush()
+        if written:
+            _BYTES_OUT[()] += written - upgrade
 
     def close(self, code: int, reason: str) -> None:
         if self._state:
             return
-        self.flush()
+        self.flush_now()
         if self._state:
             return  # the flush found a slow reader and dropped it
         self._state = _CLOSING
         if self.conn is not None:
             count_close(code)
-        self._write(close_frame(code, reason))
+        frame = close_frame(code, reason)
+        _BYTES_OUT[()] += len(frame)
+        self._write(frame)
         if self._state == _CLOSING:
             self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_S, self._abort)
 
@@ -191,10 +204,9 @@ class WebSocket(asyncio.Protocol):
         """uvicorn's shutdown (after Herald's drain): whatever is still open gets 1012."""
         self.close(CLOSE_SERVICE_RESTART, "Server restarting")
 
-    def _write(self, data: bytes, upgrade_bytes: int = 0) -> None:
+    def _write(self, data: bytes) -> None:
         transport = self.transport
         transport.write(data)
-        _BYTES_OUT[()] += len(data) - upgrade_bytes
         if transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
             log.info("closing slow reader: %d bytes unsent", transport.get_write_buffer_size())
             metrics.SLOW_READER_DISCONNECTS.inc()
@@ -327,12 +339,14 @@ class WebSocket(asyncio.Protocol):
             if len(payload) == 1 or (code not in _RECEIVABLE_CLOSE_CODES and not 3000 <= code <= 4999
                                      and code != CLOSE_NO_STATUS):
                 return self._fail(CLOSE_PROTOCOL_ERROR, "Invalid close frame")
-            self.flush()
+            self.flush_now()
             if self._state == _OPEN:  # (a slow reader's flush dropped it, counted as 1006)
                 if self.conn is not None:
                     count_close(code)
                 # Echo the client's code (RFC 6455 section 5.5.1); none given, none echoed.
-                self._write(b"\x88\x00" if code == CLOSE_NO_STATUS else close_frame(code, ""))
+                echo = b"\x88\x00" if code == CLOSE_NO_STATUS else close_frame(code, "")
+                _BYTES_OUT[()] += len(echo)
+                self._write(echo)
         if self._state != _GONE:
             self._state = _GONE
             self.transport.close()  # the server closes TCP first (section 7.1.1)
