@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.frames import frame_size
 from gateway.outbound import Sink
 from shared import metrics
 from shared.apps.config import AppConfig
@@ -11,6 +12,7 @@ from shared.protocol.users import SignedInUser
 from shared.state.base import Member
 
 _MESSAGES_OUT = metrics.MESSAGES_OUT.values
+_BYTES_OUT = metrics.BYTES_OUT.values
 
 
 class Connection:
@@ -60,6 +62,7 @@ class Connection:
         messages_out = _MESSAGES_OUT
         key = (self.app.id,)
         messages_out[key] = messages_out.get(key, 0) + 1
+        _BYTES_OUT[()] += len(wire) if wire is not None else frame_size(len(payload))
         self.sink.send(payload, wire)
 
     def error(self, message: str, code: int | None) -> None:

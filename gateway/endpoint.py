@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 
 from gateway.admission import NODE_FULL, NODE_RATE, NodeAdmission
 from gateway.connection import Connection
+from gateway.frames import frame_size
 from gateway.handler import ProtocolHandler
 from gateway.outbound import FlushScheduler
 from gateway.wsprotocol import WebSocket, accept_response, handshake_error
@@ -45,6 +46,9 @@ _REFUSED_BY_MESSAGE = {DRAINING: "draining", NODE_FULL: "node_full", NODE_RATE: 
 _REFUSED_BY_CODE = {codes.APP_NOT_FOUND: "app_not_found", codes.APP_DISABLED: "app_disabled",
                     codes.UNAUTHORIZED: "origin_not_allowed", codes.NO_PROTOCOL: "no_protocol",
                     codes.UNSUPPORTED_PROTOCOL: "unsupported_protocol", codes.OVER_QUOTA: "over_quota"}
+
+
+_BYTES_OUT = metrics.BYTES_OUT.values
 
 
 def refusal_reason(code: int, message: str) -> str:
@@ -215,7 +219,9 @@ class Gateway:
     @staticmethod
     def refuse(ws: WebSocket, code: int, message: str) -> None:
         metrics.CONNECTIONS_REFUSED.labels(refusal_reason(code, message)).inc()
-        ws.send(messages.error(message, code))
+        payload = messages.error(message, code)
+        _BYTES_OUT[()] += frame_size(len(payload))
+        ws.send(payload)
         ws.close(code, message)
 
     async def _open(self, ws: WebSocket, app: AppConfig, socket_id: str) -> None:
@@ -242,7 +248,7 @@ class Gateway:
         metrics.CONNECTIONS.labels(app.id).inc()
         metrics.CONNECTIONS_OPENED.labels(app.id).inc()
         conn.send(messages.connection_established(socket_id, self.activity_timeout_s))
-        ws.flush_now()
+        ws.flush()
         ws.start()
 
     # -- close ---------------------------------------------------------------------------------

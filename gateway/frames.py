@@ -30,6 +30,11 @@ def _frame(opcode: int, payload: bytes) -> bytes:
     return bytes((_FIN | opcode, 127)) + n.to_bytes(8, "big") + payload
 
 
+def frame_size(payload_bytes: int) -> int:
+    """Bytes of a server frame carrying `payload_bytes` (for the byte counters, without building it)."""
+    return payload_bytes + (2 if payload_bytes < 126 else 4 if payload_bytes < 65536 else 10)
+
+
 def text_frame(payload: bytes) -> bytes:
     """An unmasked, unfragmented server text frame (no extensions are negotiated on Herald sockets)."""
     return _frame(OP_TEXT, payload)

@@ -12,7 +12,7 @@ import logging
 import time
 
 from gateway.connection import Connection
-from gateway.frames import text_frame
+from gateway.frames import frame_size, text_frame
 from gateway.replay_cache import ReplayCache
 from shared import metrics
 from shared.bus.base import Bus, Envelope
@@ -25,6 +25,7 @@ Topic = tuple[str, str]
 
 _DELIVERIES = metrics.DELIVERIES.values
 _MESSAGES_OUT = metrics.MESSAGES_OUT.values
+_BYTES_OUT = metrics.BYTES_OUT.values
 
 # The `type` label of the subscription and channel gauges; '#' topics (sign-in, watchlists) are "internal".
 INTERNAL_TYPE = "internal"
@@ -161,13 +162,16 @@ class Hub:
             self.replay.add((env.app_id, channel), position, (payload, wire, exclude))
             skipped = members.get(exclude) if exclude is not None else None
             if skipped is not None:
-                skipped.deliver(channel, messages.skipped(channel, position), None, position)
+                notice = messages.skipped(channel, position)
+                skipped.deliver(channel, notice, None, position)
                 notices = 1
+                _BYTES_OUT[()] += frame_size(len(notice))
         # Counted once per broadcast (the sockets' own sends don't count these again).
         key = (env.app_id,)
         deliveries, messages_out = _DELIVERIES, _MESSAGES_OUT
         deliveries[key] = deliveries.get(key, 0) + sent
         messages_out[key] = messages_out.get(key, 0) + sent + notices
+        _BYTES_OUT[()] += len(wire) * sent
         if env.ts:
             metrics.BUS_LAG.observe(max(0.0, time.time() - env.ts))
 

@@ -12,12 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from shared import metrics
-
 # Unsent bytes one socket may hold in user space before it is dropped as a slow reader.
 MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 SLOW_READER_REASON = "Connection too slow to keep up; reconnect"
-_BYTES_OUT = metrics.BYTES_OUT.values
 
 
 class Sink(Protocol):
@@ -34,8 +31,7 @@ class Sink(Protocol):
 
 
 class Flushable(Protocol):
-    def flush(self) -> int:
-        """Write what is queued; the bytes written."""
+    def flush(self) -> None: ...
 
 
 class FlushScheduler:
@@ -57,7 +53,5 @@ class FlushScheduler:
     def flush(self) -> None:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
-        written = 0
         for sink in dirty:
-            written += sink.flush()
-        _BYTES_OUT[()] += written  # one counter update per batch (docs/metrics.md)
+            sink.flush()

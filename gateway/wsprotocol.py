@@ -68,7 +68,9 @@ _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # _CLOSING: Herald's close frame is out, waiting for the client's; _GONE: transport closed or aborted.
 _OPEN, _CLOSING, _GONE = 0, 1, 2
 
-# Metrics (docs/metrics.md): plain dict counters added to per read and per write batch.
+# Metrics (docs/metrics.md): plain dict counters. Bytes out are counted where frames are built: per
+# broadcast by the hub, per frame of one socket by its Connection, and here for the frames only this
+# layer writes (close, pong); the flush path itself counts nothing.
 _BYTES_IN = metrics.BYTES_IN.values
 _BYTES_OUT = metrics.BYTES_OUT.values
 CLOSE_ABNORMAL = 1006  # the label of a connection that ended without a close frame
@@ -80,10 +82,6 @@ _KNOWN_CLOSE_CODES = frozenset({*_RECEIVABLE_CLOSE_CODES, CLOSE_NO_STATUS, CLOSE
 
 def count_close(code: int) -> None:
     metrics.CONNECTIONS_CLOSED.labels(str(code) if code in _KNOWN_CLOSE_CODES else "other").inc()
-
-
-class _Upgrade(bytes):
-    """The held `101` response: written with the first flush, not counted as WebSocket bytes."""
 
 
 def handshake_error(method: str, headers: Sequence[tuple[bytes, bytes]]) -> tuple[str, bytes | None]:
@@ -162,33 +160,20 @@ class WebSocket(asyncio.Protocol):
 
     def hold(self, data: bytes) -> None:
         """Bytes written with the next flush, which the caller triggers (the 101 before admission)."""
-        self._pending = [_Upgrade(data)]
+        self._pending = [data]
 
-    def flush(self) -> int:
-        """Write what is queued; returns the bytes written (the scheduler counts them per batch)."""
+    def flush(self) -> None:
         pending = self._pending
         if pending is None:
-            return 0
+            return
         self._pending = None
-        if self._state == _GONE:
-            return 0
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        self._write(data)
-        return len(data)
-
-    def flush_now(self) -> None:
-        """Flush outside the scheduler's batch, counting the bytes here. Only such a flush can carry the
-        held 101 (admission writes it), which is not WebSocket data."""
-        pending = self._pending
-        upgrade = len(pending[0]) if pending is not None and type(pending[0]) is _Upgrade else 0
-        written = self.flush()
-        if written:
-            _BYTES_OUT[()] += written - upgrade
+        if self._state != _GONE:
+            self._write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def close(self, code: int, reason: str) -> None:
         if self._state:
             return
-        self.flush_now()
+        self.flush()
         if self._state:
             return  # the flush found a slow reader and dropped it
         self._state = _CLOSING
@@ -291,7 +276,9 @@ class WebSocket(asyncio.Protocol):
                 return self._fail(CLOSE_PROTOCOL_ERROR, "Invalid control frame")
             if opcode == OP_PING:
                 if self._state == _OPEN:
-                    self.queue(pong_frame(payload))  # counted against the bound like any write
+                    pong = pong_frame(payload)
+                    _BYTES_OUT[()] += len(pong)
+                    self.queue(pong)  # counted against the bound like any write
             elif opcode == OP_CLOSE:
                 self._close_received(payload)
             elif opcode != OP_PONG:
@@ -339,7 +326,7 @@ class WebSocket(asyncio.Protocol):
             if len(payload) == 1 or (code not in _RECEIVABLE_CLOSE_CODES and not 3000 <= code <= 4999
                                      and code != CLOSE_NO_STATUS):
                 return self._fail(CLOSE_PROTOCOL_ERROR, "Invalid close frame")
-            self.flush_now()
+            self.flush()
             if self._state == _OPEN:  # (a slow reader's flush dropped it, counted as 1006)
                 if self.conn is not None:
                     count_close(code)

@@ -106,7 +106,8 @@ BYTES_IN = Tally(
 )
 BYTES_OUT = Tally(
     "herald_ws_sent_bytes_total",
-    "Bytes of WebSocket frames written to clients (headers and close frames included; not the HTTP upgrade)",
+    "Bytes of WebSocket frames queued to clients, counted per broadcast and per frame (headers and close "
+    "frames included; not the HTTP upgrade)",
 )
 PROTOCOL_ERRORS = Counter("herald_ws_protocol_errors_total", "pusher:error frames sent, by error code", ["code"])
 DELIVERIES = Tally(

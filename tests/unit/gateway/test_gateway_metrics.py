@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from prometheus_client import REGISTRY
 
+from gateway.frames import frame_size, text_frame
 from shared.protocol.signatures import sign_channel
 from tests.unit.fakes import Harness, make_app
 
@@ -50,3 +51,8 @@ async def test_subscription_and_channel_gauges_follow_joins_and_leaves() -> None
     await b.close()
     assert changes(before) == {}
     assert harness.backend.presence.local_members() == {APP.id: 0}
+
+
+def test_frame_size_is_the_length_of_the_frame() -> None:
+    for n in (0, 1, 125, 126, 65535, 65536, 70000):
+        assert frame_size(n) == len(text_frame(b"x" * n)), n
