@@ -87,6 +87,7 @@ class Gateway:
         self.activity_timeout_s = activity_timeout_s
         self.admission = admission or NodeAdmission()
         self.connections: dict[str, Connection] = {}
+        self.app_connections: dict[str, int] = {}  # open connections by app (the console's live count)
         self.scheduler = FlushScheduler()
         self.accepting = True
         # Open sockets and running tasks; the server assembly points these at uvicorn's own sets so
@@ -245,6 +246,7 @@ class Gateway:
         conn = Connection(socket_id, app, ws, self.handler.clock())
         ws.conn = conn
         self.connections[socket_id] = conn
+        self.app_connections[app.id] = self.app_connections.get(app.id, 0) + 1
         metrics.CONNECTIONS.labels(app.id).inc()
         metrics.CONNECTIONS_OPENED.labels(app.id).inc()
         conn.send(messages.connection_established(socket_id, self.activity_timeout_s))
@@ -261,6 +263,7 @@ class Gateway:
         if conn is None:
             return
         del self.connections[conn.socket_id]
+        self.app_connections[conn.app.id] -= 1
         metrics.CONNECTIONS.labels(conn.app.id).dec()
         if release:
             self.spawn(self.release(conn))

@@ -97,6 +97,8 @@ class Node:
             handler = ProtocolHandler(backend, hub)
             admission = NodeAdmission(settings.max_node_connections, settings.max_node_connection_rate)
             self.gateway = Gateway(registry, handler, settings.activity_timeout_s, admission)
+            counts = self.gateway.app_connections
+            backend.tap.local_connections = lambda app_id: counts.get(app_id, 0)
             registry.add_listener(self.apps_changed)
         if http_api:
             self.api = TriggerApi(registry, backend)

@@ -67,7 +67,7 @@ class Backend:
     def __post_init__(self) -> None:
         self.node.add_transitions_listener(self.report)
         inner = self.bus.inner if isinstance(self.bus, TappedBus) else self.bus
-        self.tap = ConsoleTap(inner)
+        self.tap = ConsoleTap(inner, node_id=self.node_id)
         self.bus = TappedBus(inner, self.tap)
         if isinstance(self.webhooks, QueuedWebhooks):
             self.webhooks.console = self.tap

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shared.bus.base import Bus, BusUnavailable, Envelope, Receiver
@@ -33,6 +33,9 @@ WATCH_TTL_S = 15.0
 ANNOUNCE_EVERY_S = 5.0
 # A node that could not subscribe the control topic at start (Redis away) retries this often.
 SUBSCRIBE_RETRY_S = 1.0
+# While an app is watched, each gateway reports its open connections of the app this often (the
+# cluster-wide count of an app without a connection quota is kept nowhere else).
+STATS_EVERY_S = 2.0
 
 _CONSOLE_TOPICS = (CONSOLE_CHANNEL, CONSOLE_CONTROL_CHANNEL)  # never copied
 
@@ -40,9 +43,13 @@ _CONSOLE_TOPICS = (CONSOLE_CHANNEL, CONSOLE_CONTROL_CHANNEL)  # never copied
 class ConsoleTap:
     """Per process: the watched apps (from announcements) and the copies sent for them."""
 
-    def __init__(self, bus: Bus, clock: Clock = time.monotonic) -> None:
+    def __init__(self, bus: Bus, clock: Clock = time.monotonic, node_id: str = "") -> None:
         self.bus = bus  # the untapped bus: copies are published straight to it
         self.clock = clock
+        self.node_id = node_id
+        # A gateway's open connections of an app (set by the process assembly; None: not a gateway).
+        self.local_connections: Callable[[str], int] | None = None
+        self._stats: asyncio.Task[None] | None = None
         self.watched: dict[str, float] = {}  # app id -> until (clock seconds)
         self._heard: dict[str, list[asyncio.Future[None]]] = {}
         self._subscriber: asyncio.Task[None] | None = None
@@ -68,6 +75,10 @@ class ConsoleTap:
             await asyncio.sleep(SUBSCRIBE_RETRY_S)
 
     async def close(self) -> None:
+        if self._stats is not None:
+            self._stats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats
         if self._subscriber is not None:
             self._subscriber.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -89,6 +100,20 @@ class ConsoleTap:
         for waiter in self._heard.pop(app_id, ()):
             if not waiter.done():
                 waiter.set_result(None)
+        if self.local_connections is not None and self._stats is None:
+            self._stats = asyncio.get_running_loop().create_task(self._report_stats(), name="console-stats")
+
+    async def _report_stats(self) -> None:
+        """While anything is watched: this node's connection count of each watched app."""
+        try:
+            while self.watched and self.local_connections is not None:
+                count = self.local_connections
+                await self.send([Envelope(app_id, CONSOLE_CHANNEL, events.CONSOLE_STATS,
+                                          {"connections": count(app_id)}, origin=self.node_id, ts=time.time())
+                                 for app_id in list(self.watched) if self.watching(app_id)])
+                await asyncio.sleep(STATS_EVERY_S)
+        finally:
+            self._stats = None
 
     async def announce(self, app_id: str) -> None:
         """Console servers: ask every node to copy `app_id`'s traffic for the next `WATCH_TTL_S`."""
@@ -132,6 +157,8 @@ class ConsoleTap:
         await self.send([Envelope(app_id, CONSOLE_CHANNEL, event, data, origin=origin, ts=time.time())])
 
     async def send(self, copies: Sequence[Envelope]) -> None:
+        if not copies:
+            return
         try:
             await self.bus.publish_many(copies)
         except Exception as exc:  # the console is best-effort: never fail the publish it copies

@@ -46,6 +46,7 @@ TERMINATE_CONNECTIONS = "pusher_internal:terminate_connections"
 CONSOLE_WATCH = "herald:console_watch"
 CONSOLE_EVENT = "herald:console_event"  # a copy of an envelope published on one of the app's channels
 CONSOLE_WEBHOOK = "herald:console_webhook"  # a webhook request and its outcome
+CONSOLE_STATS = "herald:console_stats"  # a node's open connections of the watched app
 
 # Webhook event types (the `name` of each event in a webhook body; apps subscribe to them by name).
 WEBHOOK_CHANNEL_OCCUPIED = "channel_occupied"

@@ -203,6 +203,9 @@ async def test_console_shows_one_app_live_across_the_cluster(
             ping = await carol.wait_event("console-test", "console-ping")
             assert ping["data"] == {"from": "console"}
             await pages.row("app1", kind="api_event", event="console-ping", channel="console-test")
+            # The live count covers both gateways (reported by each while the app is watched).
+            await pages.do("wait_text", page="app1", selector="#connections", text="3",
+                           timeout=STEP_TIMEOUT_S * 1000)
             shots.append(await pages.shot("app1", "04-test-event.png"))
 
             # Alice leaves: out of the roster, and a member_removed in the stream.
@@ -210,6 +213,8 @@ async def test_console_shows_one_app_live_across_the_cluster(
             await pages.do("wait_roster", page="app1", channel="presence-lobby", user="alice", present=False)
             await pages.row("app1", kind="member", event="pusher_internal:member_removed", channel="presence-lobby")
             await pages.do("wait_roster", page="app1", channel="presence-lobby", user="bob", present=True)
+            await pages.do("wait_text", page="app1", selector="#connections", text="2",
+                           timeout=STEP_TIMEOUT_S * 1000)
             shots.append(await pages.shot("app1", "05-member-left.png"))
             await bob.disconnect()
 

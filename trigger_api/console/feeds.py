@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.backend import Backend
 from shared.bus.base import Envelope
-from shared.console.tap import ANNOUNCE_EVERY_S
+from shared.console.tap import ANNOUNCE_EVERY_S, STATS_EVERY_S
 from shared.protocol import events
 from shared.protocol.channels import CONSOLE_CHANNEL
 
@@ -20,6 +21,8 @@ log = logging.getLogger("herald.console")
 
 # Records a page may fall behind by before older ones are dropped (it is told how many).
 FEED_MAX_RECORDS = 1000
+# A gateway's connection report counts this long (a gateway that stopped reporting is gone).
+STATS_FRESH_S = 3 * STATS_EVERY_S
 
 
 def record(env: Envelope) -> dict[str, Any]:
@@ -67,10 +70,23 @@ class ConsoleFeeds:
         self._feeds: dict[str, set[Feed]] = {}
         self._lock = asyncio.Lock()
         self._announcer: asyncio.Task[None] | None = None
+        # app -> node -> (its open connections of the app, when it said so): gateways report them while
+        # the app is watched.
+        self._node_counts: dict[str, dict[str, tuple[int, float]]] = {}
         backend.bus.set_receiver(self.receive)
+
+    def connections(self, app_id: str) -> int | None:
+        """The app's open connections summed over the gateways that reported lately; None: no report."""
+        now = time.monotonic()
+        fresh = [n for n, at in self._node_counts.get(app_id, {}).values() if now - at <= STATS_FRESH_S]
+        return sum(fresh) if fresh else None
 
     def receive(self, env: Envelope) -> None:
         if env.channel != CONSOLE_CHANNEL:
+            return
+        if env.event == events.CONSOLE_STATS:
+            if isinstance(env.data, dict) and isinstance(env.data.get("connections"), int):
+                self._node_counts.setdefault(env.app_id, {})[env.origin] = (env.data["connections"], time.monotonic())
             return
         feeds = self._feeds.get(env.app_id)
         if feeds:

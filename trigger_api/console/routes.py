@@ -91,7 +91,11 @@ class Console:
 
     async def read_state(self, app: AppConfig) -> dict[str, Any]:
         backend = self.backend
-        connections = await backend.connections.count(app.id)
+        # With a connection quota the store counts every connection; without one (no store call per
+        # handshake) the gateways report their counts while the app is watched.
+        reported = self.feeds.connections(app.id)
+        connections = reported if reported is not None and app.max_connections < 0 else \
+            await backend.connections.count(app.id)
         occupied = await backend.occupancy.channels(app.id)
         names = sorted((c for c in occupied if not c.startswith("#")), key=lambda c: (-occupied[c], c))
         shown = names[:MAX_CHANNELS]

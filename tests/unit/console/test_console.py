@@ -135,3 +135,21 @@ async def test_access_by_key_and_secret_or_token_one_app_at_a_time() -> None:
     assert await refusal(access, request(basic("key-off", "secret-off"))) == (403, "App 'off' is disabled")
     # Without a configured token, no token opens anything.
     assert await refusal(ConsoleAccess(registry, None), request("Bearer ", "app_id=a")) == (401, "Wrong console token")
+
+
+async def test_watched_gateways_report_their_connection_counts() -> None:
+    backend = memory_backend()
+    backend.tap.local_connections = {"a": 7}.get  # type: ignore[assignment]
+    await backend.start()
+    feeds = ConsoleFeeds(backend)
+    assert feeds.connections("a") is None
+    feed = await feeds.open("a")
+    await asyncio.wait_for(feed.live, 1)
+    for _ in range(50):
+        if feeds.connections("a") is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert feeds.connections("a") == 7 and feeds.connections("b") is None
+    assert feed.queue.empty()  # counts are not stream records
+    await feeds.close(feed)
+    await backend.close()
