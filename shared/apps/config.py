@@ -72,6 +72,9 @@ class AppConfig:
     max_event_name_length: int = 200
     max_event_payload_in_kb: float = 10
     max_event_batch_size: int = 10
+    # Channels one connection may be subscribed to at once (-1: no limit); beyond it a subscribe gets a
+    # `pusher:subscription_error` LimitReached / 429 (docs/protocol.md, "Limits").
+    max_channels_per_connection: int = 500
     # Sign-in, watchlists, subscription counts, cache channels and webhooks (docs/protocol.md).
     enable_user_authentication: bool = False
     user_authentication_timeout_s: float = 30
@@ -102,7 +105,7 @@ _STR_FIELDS = {"id", "key", "secret"}
 _KNOWN_FIELDS = {f.name for f in fields(AppConfig)}
 # Limits where -1 means "no limit" and 0 "none allowed" (soketi's convention).
 _UNLIMITED_OK = {"max_connections", "max_client_events_per_sec", "max_backend_events_per_sec",
-                 "max_read_req_per_sec"}
+                 "max_read_req_per_sec", "max_channels_per_connection"}
 # Where 0 means "off".
 _ZERO_OK = {"history_size"}
 # Unknown columns of database rows already warned about (tables often carry created_at and such).
@@ -184,7 +187,7 @@ def _parse_origins(value: Any, source: str, app: str, fld: str) -> OriginPolicy:
 def _parse_prefixes(value: Any, source: str, app: str, fld: str) -> tuple[str, ...]:
     if isinstance(value, str):  # a JSON array or a comma-separated list (database text columns)
         value = _json_list(value, source, app, fld) if value.lstrip().startswith("[") else value.split(",")
-    if not isinstance(value, list) or not all(isinstance(v, str) and CHANNEL_NAME_RE.match(v.strip())
+    if not isinstance(value, list) or not all(isinstance(v, str) and CHANNEL_NAME_RE.fullmatch(v.strip())
                                               for v in value):
         raise _fail(source, app, fld, f"must be a list of channel-name prefixes ({NAME_CHARACTERS_TEXT})")
     return tuple(v.strip() for v in value)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from shared.bus.base import Envelope
+from shared.bus.base import Envelope, PublishGuard
 from shared.protocol.channels import channel_type
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ MAX_HISTORY_SIZE = 100_000
 # Epochs are random 48-bit numbers: unique enough per channel, and exact as JavaScript numbers too.
 EPOCH_BITS = 48
 
-_POSITION_RE = re.compile(r"^([1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})$")
+_POSITION_RE = re.compile(r"([1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")  # used with fullmatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ def parse_position(value: object) -> tuple[str, int] | None:
     """(epoch, offset) of a well-formed position string, else None."""
     if not isinstance(value, str):
         return None
-    match = _POSITION_RE.match(value)
+    match = _POSITION_RE.fullmatch(value)
     if match is None:
         return None
     return match.group(1), int(match.group(2))
@@ -103,10 +103,11 @@ class HistoryRead:
 
 
 class HistoryStore(Protocol):
-    async def publish(self, items: Sequence[tuple[Envelope, HistoryPolicy]]) -> None:
+    async def publish(self, items: Sequence[tuple[Envelope, HistoryPolicy]], guard: PublishGuard | None = None) -> None:
         """For each envelope in order: give it the next position of its channel, keep it in the
         channel's history (trimmed to the policy's size, expiring after its TTL) and publish it on the
-        bus, all three as one atomic step. Raises BusUnavailable (with `sent`) like `Bus.publish_many`.
+        bus, all three as one atomic step. Raises BusUnavailable (with `sent`) like `Bus.publish_many`,
+        and GuardFailed like it when the `guard` doesn't hold.
         """
 
     async def head(self, app_id: str, channel: str, policy: HistoryPolicy) -> str:

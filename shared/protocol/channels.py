@@ -1,7 +1,8 @@
 """Channel names and types (docs/protocol.md, "Channels").
 
 Prefix tests are anchored at the start of the name (soketi's regexes are not, so `x-private-y` is
-private there and public here).
+private there and public here). Names are checked with full-string matches: `$` would also accept a
+name ending in a newline.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 # The characters of a channel name; signed-in user ids share them (they become `#server-to-user-{id}`).
 NAME_CHARACTERS = "-a-zA-Z0-9_=@,.;"
 NAME_CHARACTERS_TEXT = "A-Z, a-z, 0-9 and _ - = @ , . ;"
-CHANNEL_NAME_RE = re.compile(rf"^[{NAME_CHARACTERS}]+$")
+CHANNEL_NAME_RE = re.compile(rf"[{NAME_CHARACTERS}]+")
 
 SERVER_TO_USER_PREFIX = "#server-to-user-"
-SERVER_TO_USER_RE = re.compile(rf"^#server-to-user-[{NAME_CHARACTERS}]+$")
+SERVER_TO_USER_RE = re.compile(rf"#server-to-user-[{NAME_CHARACTERS}]+")
 # Herald-internal topics; '#' names can't be subscribed by clients, so they never collide with an app's.
 WATCH_PREFIX = "#watch-"
 # The debug console's topics (docs/console.md): per app, the copies a console watches; and one
@@ -74,10 +75,10 @@ def channel_name_error(name: object, max_length: int) -> str | None:
     if len(name) > max_length:
         return f"channel name is longer than {max_length} characters"
     if name.startswith("#"):
-        if SERVER_TO_USER_RE.match(name):
+        if SERVER_TO_USER_RE.fullmatch(name):
             return None
         return "channel names starting with '#' are reserved"
-    if not CHANNEL_NAME_RE.match(name):
+    if not CHANNEL_NAME_RE.fullmatch(name):
         return f"channel name may only contain {NAME_CHARACTERS_TEXT}"
     return None
 

@@ -7,6 +7,7 @@ characters, because each becomes a `#server-to-user-{id}` channel.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,19 +19,37 @@ from shared.protocol.channels import NAME_CHARACTERS, NAME_CHARACTERS_TEXT
 MAX_USER_ID_LENGTH = 128
 # Ids of a sign-in's watchlist beyond this are dropped, with a `pusher:error` 4302.
 MAX_WATCHLIST = 100
-SIGNED_IN_USER_ID_RE = re.compile(rf"^[{NAME_CHARACTERS}]+$")
+SIGNED_IN_USER_ID_RE = re.compile(rf"[{NAME_CHARACTERS}]+")  # used with fullmatch
+
+
+# The integers orjson reads exactly; beyond them it returns floats (2**70 and 2**70 + 1 would be equal).
+EXACT_INT_MIN = -(2**63)
+EXACT_INT_MAX = 2**64 - 1
 
 
 def user_key(user_id: Any) -> str:
-    """Users are compared by the string form of their id: 10 and "10" are one user."""
+    """Users are compared by the string form of their id: 10 and "10" are one user. An id's string
+    form is its JSON text (a big integer kept as an `orjson.Fragment` gives its digits as sent)."""
     return user_id if isinstance(user_id, str) else orjson.dumps(user_id).decode()
+
+
+def _exact_int(text: str) -> Any:
+    value = int(text)
+    return value if EXACT_INT_MIN <= value <= EXACT_INT_MAX else orjson.Fragment(text.encode())
+
+
+def loads_exact(raw: str | bytes) -> Any:
+    """JSON with every integer kept exactly: those beyond orjson's 64-bit range become
+    `orjson.Fragment`s of their text, which orjson writes back unchanged. Slower than `orjson.loads`
+    (the standard library parser), so callers use it only when orjson returned a float for an id."""
+    return json.loads(raw, parse_int=_exact_int)
 
 
 def signed_in_user_id_error(user_id: object) -> str | None:
     """Why `user_id` can't be a signed-in user's id, or None when it can."""
     if not isinstance(user_id, str) or not user_id:
         return "user id must be a non-empty string"
-    if len(user_id) > MAX_USER_ID_LENGTH or not SIGNED_IN_USER_ID_RE.match(user_id):
+    if len(user_id) > MAX_USER_ID_LENGTH or not SIGNED_IN_USER_ID_RE.fullmatch(user_id):
         return f"user id must be at most {MAX_USER_ID_LENGTH} characters of {NAME_CHARACTERS_TEXT}"
     return None
 

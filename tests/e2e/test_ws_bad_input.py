@@ -104,6 +104,9 @@ async def test_many_bad_frames_in_a_row(herald_server: HeraldProcess) -> None:
         pytest.param("caf\u00e9", "InvalidChannel", id="non-ascii"),
         pytest.param("#reserved", "InvalidChannel", id="hash-prefix"),
         pytest.param("private-bad:colon", "InvalidChannel", id="colon"),
+        pytest.param("pub\n", "InvalidChannel", id="trailing-newline"),
+        pytest.param("private-x\n", "InvalidChannel", id="private-trailing-newline"),
+        pytest.param("presence-x\n", "InvalidChannel", id="presence-trailing-newline"),
     ],
 )
 async def test_invalid_channel_name_gets_subscription_error(

@@ -197,3 +197,10 @@ async def test_publish_step_splits_history_and_plain_channels(backend: Backend, 
     await publish_channel_events(backend, no_history, [env(app_id, "h-1", "ev", "again")])
     got = await rec.wait_for(app_id, "h-1", 2)
     assert got[1].position is None
+
+
+def test_a_position_is_matched_whole() -> None:
+    # `$` would also accept a trailing newline (issue 9: full-string matches everywhere).
+    assert parse_position("12-3") == ("12", 3)
+    for bad in ("12-3\n", "12-3x", " 12-3", "12-"):
+        assert parse_position(bad) is None, repr(bad)

@@ -117,3 +117,16 @@ def test_hash_names_are_reserved(name: str) -> None:
     error = channel_name_error(name, 200)
     assert error is not None
     assert "reserved" in error or "may only contain" in error
+
+
+@pytest.mark.parametrize("name", ["pub\n", "private-x\n", "presence-x\n", "#server-to-user-1\n", "a\n\n", "x\r\n"])
+def test_a_trailing_newline_is_refused(name: str) -> None:
+    # `$` in a pattern also matches before a final newline; names are checked with full matches.
+    assert channel_name_error(name, 200) is not None
+
+
+@pytest.mark.parametrize("user_id", ["alice\n", "1\n", "a\nb"])
+def test_signed_in_user_ids_refuse_a_trailing_newline(user_id: str) -> None:
+    from shared.protocol.users import signed_in_user_id_error
+
+    assert signed_in_user_id_error(user_id) is not None
