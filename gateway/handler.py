@@ -32,13 +32,18 @@ from shared.history.base import history_policy
 from shared.protocol import codes, events, messages
 from shared.protocol.channels import ChannelKind, channel_name_error, channel_type, server_to_user_channel
 from shared.protocol.signatures import auth_token_error, channel_string_to_sign
-from shared.protocol.users import MAX_USER_ID_LENGTH, user_key
-from shared.state.base import Member
+from shared.protocol.users import MAX_USER_ID_LENGTH, loads_exact, user_key
+from shared.state.base import Member, MemberChange, Occupancy, PresenceJoin
 from shared.webhooks.base import WebhookEvent, queue_webhooks
 
 log = logging.getLogger("herald.gateway")
 
 CLIENT_EVENT_WINDOW_S = 1.0
+# The subscription_error status of a subscribe beyond the app's max_channels_per_connection.
+TOO_MANY_CHANNELS_STATUS = 429
+# A presence subscription made while the cluster re-syncs after a Redis restart waits this long for it:
+# the roster would otherwise lack members other nodes have not written back yet.
+PRESENCE_RESYNC_WAIT_S = 5.0
 
 
 def count_message_in(conn: Connection) -> None:
@@ -57,6 +62,7 @@ class ProtocolHandler:
         self.recovery = Recovery(backend, hub.replay, clock)
         # (app, channel) -> [lock, holders]; see serialised()
         self._transition_locks: dict[tuple[str, str], list[Any]] = {}
+        backend.node.add_resynced_listener(self.refresh_presence)
 
     # -- entry points --------------------------------------------------------------------------
 
@@ -147,6 +153,13 @@ class ProtocolHandler:
             return conn.subscription_error(
                 channel, "AuthError", "Sign in as this user before subscribing to its channel", 401
             )
+        limit = app.max_channels_per_connection
+        if 0 <= limit <= self.subscription_count(conn) and channel not in conn.channels and channel not in conn.held:
+            return conn.subscription_error(
+                channel, "LimitReached",
+                f"This connection is subscribed to {limit} channels, the most allowed; unsubscribe from one first",
+                TOO_MANY_CHANNELS_STATUS,
+            )
         channel_data = data.get("channel_data")
         if channel_data is not None and not isinstance(channel_data, str):
             return conn.subscription_error(channel, "AuthError", "channel_data must be a JSON-encoded string", 401)
@@ -172,6 +185,11 @@ class ProtocolHandler:
             return  # already being subscribed; that subscription's confirmation will come
         await self.join(conn, channel, member)
 
+    @staticmethod
+    def subscription_count(conn: Connection) -> int:
+        """Channels the connection is subscribed to or being subscribed to."""
+        return len(conn.channels) + sum(1 for c in conn.held if c not in conn.channels)
+
     def parse_member(self, conn: Connection, channel_data: str | None) -> Member | tuple[str, str, int]:
         if channel_data is None:
             if conn.user is not None:
@@ -186,7 +204,13 @@ class ProtocolHandler:
         if not isinstance(parsed, dict) or "user_id" not in parsed:
             return ("AuthError", "channel_data must be a JSON object with a user_id", 401)
         user_id = parsed["user_id"]
-        if isinstance(user_id, bool) or not isinstance(user_id, str | int | float) or user_id == "":
+        if isinstance(user_id, float):
+            # An integer beyond 64 bits reads as a float: keep its exact text (2**70 and 2**70 + 1 are
+            # two users).
+            parsed = loads_exact(channel_data)
+            user_id = parsed["user_id"]
+        if isinstance(user_id, bool) or not isinstance(user_id, str | int | float | orjson.Fragment) \
+                or user_id == "":
             return ("AuthError", "user_id must be a non-empty string or a number", 401)
         if len(user_key(user_id)) > MAX_USER_ID_LENGTH:
             return ("LimitReached", f"user_id is longer than {MAX_USER_ID_LENGTH} characters", 413)
@@ -199,11 +223,13 @@ class ProtocolHandler:
     async def join(self, conn: Connection, channel: str, member: Member | None) -> None:
         app = conn.app
         joined_hub = False
-        result = None
+        result: PresenceJoin | None = None
+        added: MemberChange | None = None
         try:
             await self.hub.join(conn, channel)
             joined_hub = True
-            roster = "{}"
+            if member is not None and not self.backend.node.cluster_synced:
+                await self.backend.node.wait_synced(PRESENCE_RESYNC_WAIT_S)
             async with self.serialised(app, channel):
                 if member is not None:
                     result = await self.backend.presence.join(
@@ -215,10 +241,10 @@ class ProtocolHandler:
                         return conn.subscription_error(
                             channel, "LimitReached", f"Presence channel is full ({limit} members)", 4100
                         )
-                    roster = messages.presence_roster([(m.user_id, m.user_info) for m in result.members])
-                count = await self.backend.occupancy.add(app.id, channel, conn.socket_id)
-                added = member if result is not None and result.added else None
-                await self.webhook(app, transitions.joined_webhooks(channel, count == 1, added))
+                    if result.added:
+                        added = MemberChange(channel, member, result.stamp, result.after)
+                occupancy: Occupancy = await self.backend.occupancy.add(app.id, channel, conn.socket_id)
+                await self.webhook(app, transitions.joined_webhooks(occupancy.occupied(channel), added))
             # On a channel with history, where this subscription starts (docs/history.md).
             policy = history_policy(app, channel)
             position = await self.recovery.current_position(conn, channel, policy) if policy else None
@@ -246,15 +272,35 @@ class ProtocolHandler:
         ctype = channel_type(channel)
         if ctype.needs_auth:
             conn.authorized = True
+        roster = "{}"
+        if result is not None:
+            # The roster agrees with what this node's other subscribers were told (gateway.hub).
+            roster = self.hub.presence_joined(conn, channel, result.members, result.stamp)
         conn.send(messages.subscription_succeeded(channel, roster, position, history=policy is not None))
         if ctype.cache:
             await self.replay_cache(conn, channel)
         conn.release(channel)
         if added is not None:
             await self.backend.bus.publish(
-                transitions.member_added(app.id, channel, added, self.backend.node_id, exclude=conn.socket_id)
+                transitions.member_added(app.id, added, self.backend.node_id, exclude=conn.socket_id)
             )
-        await self.counts.changed(app, channel, count)
+        await self.counts.changed(app, channel, occupancy.count)
+
+    async def refresh_presence(self) -> None:
+        """After this node re-synced (the cluster is synced again): re-read the roster of every presence
+        channel with local subscribers and tell them what they missed meanwhile (members of a node
+        that died during a Redis outage, leaves reported while they were unreachable)."""
+        corrected = 0
+        for app_id, channel in self.hub.presence_topics():
+            try:
+                roster = await self.backend.presence.roster(app_id, channel)
+            except Exception:
+                log.warning("roster re-read of %s failed", channel, exc_info=True)
+                continue
+            corrected += self.hub.presence_refresh((app_id, channel), roster.members, roster.stamp)
+        if corrected:
+            metrics.PRESENCE_CORRECTIONS.inc(corrected)
+            log.info("presence re-read after a re-sync: %d member events sent to local subscribers", corrected)
 
     async def replay_cache(self, conn: Connection, channel: str) -> None:
         """Cache channels: the last event, or pusher:cache_miss, right after success (docs/protocol.md,
@@ -282,9 +328,8 @@ class ProtocolHandler:
 
     async def confirm_again(self, conn: Connection, channel: str) -> None:
         if conn.channels.get(channel) is not None:
-            members = await self.backend.presence.members(conn.app.id, channel)
-            roster = messages.presence_roster([(m.user_id, m.user_info) for m in members])
-            conn.send(messages.subscription_succeeded(channel, roster))
+            # What this node's subscribers were told, so it agrees with the events still to come.
+            conn.send(messages.subscription_succeeded(channel, self.hub.presence_roster(conn, channel)))
         else:
             conn.send(messages.subscription_succeeded(channel))
 
@@ -302,21 +347,24 @@ class ProtocolHandler:
         app = conn.app
         await self.hub.leave(conn, channel)
         failure: Exception | None = None
-        count: int | None = None
-        removed: Member | None = None
+        occupancy: Occupancy | None = None
+        removed: MemberChange | None = None
         async with self.serialised(app, channel):
             try:
-                count = await self.backend.occupancy.remove(app.id, channel, conn.socket_id)
+                occupancy = await self.backend.occupancy.remove(app.id, channel, conn.socket_id)
             except Exception as exc:
                 # Keep going: the presence store must still record the leave (it repairs after outages).
                 failure = exc
-            if member is not None and await self.backend.presence.leave(app.id, channel, conn.socket_id, member):
-                removed = member
-            await self.webhook(app, transitions.left_webhooks(channel, count == 0, removed))
+            if member is not None:
+                stamp = await self.backend.presence.leave(app.id, channel, conn.socket_id, member)
+                if stamp:
+                    removed = MemberChange(channel, member, stamp)
+            vacated = occupancy.vacated(channel) if occupancy is not None else None
+            await self.webhook(app, transitions.left_webhooks(vacated, removed))
         if removed is not None:
-            await self.backend.bus.publish(transitions.member_removed(app.id, channel, removed, self.backend.node_id))
-        if count is not None:
-            await self.counts.changed(app, channel, count)
+            await self.backend.bus.publish(transitions.member_removed(app.id, removed, self.backend.node_id))
+        if occupancy is not None:
+            await self.counts.changed(app, channel, occupancy.count)
         if failure is not None:
             raise failure
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from shared import transitions
 from shared.apps.registry import AppRegistry, AppsUnavailable
-from shared.bus.base import Bus, BusUnavailable
+from shared.bus.base import Bus, BusUnavailable, GuardFailed
 from shared.bus.memory_impl import MemoryBus
 from shared.console.tap import ConsoleTap, TappedBus
 from shared.history.base import HistoryStore
@@ -18,6 +18,7 @@ from shared.ratelimit.base import RateLimiter
 from shared.ratelimit.memory_impl import MemoryRateLimiter
 from shared.state.base import (
     CacheStore,
+    ClusterResyncing,
     ConnectionStore,
     LocalNode,
     NodeLease,
@@ -32,6 +33,7 @@ from shared.state.memory_impl import (
     MemoryOccupancyStore,
     MemoryPresenceStore,
     MemoryUserStore,
+    StampClock,
 )
 from shared.webhooks.base import NullWebhookQueue, WebhookQueue, queue_webhooks
 from shared.webhooks.memory_impl import memory_webhook_queue
@@ -86,8 +88,14 @@ class Backend:
         await self.bus.close()
 
     async def terminate_user(self, app_id: str, user_id: str) -> None:
-        """Close every connection signed in as the user, on every node."""
-        await self.bus.publish(transitions.terminate_user(app_id, user_id, self.node_id))
+        """Close every connection signed in as the user, on every node (guarded like the HTTP API's
+        publishes: refused while the cluster re-syncs after a Redis restart)."""
+        try:
+            await self.bus.publish_many([transitions.terminate_user(app_id, user_id, self.node_id)],
+                                        guard=self.node.publish_guard())
+        except GuardFailed:
+            self.node.boot_changed()
+            raise ClusterResyncing("Redis restarted; the cluster is re-syncing, try again shortly") from None
 
     async def report(self, changes: Transitions) -> None:
         """Transitions found by a repair or the reaper reach clients and webhooks like live ones."""
@@ -112,7 +120,8 @@ def memory_backend(apps: AppRegistry | None = None, webhook_workers: int = DEFAU
         memory_webhook_queue(apps, workers=webhook_workers) if webhook_workers > 0 else NullWebhookQueue()
     )
     bus = MemoryBus()
+    stamps = StampClock()
     return Backend(
-        bus, MemoryConnectionStore(), MemoryOccupancyStore(), MemoryPresenceStore(),
+        bus, MemoryConnectionStore(), MemoryOccupancyStore(stamps), MemoryPresenceStore(stamps),
         MemoryUserStore(), MemoryCacheStore(), MemoryHistoryStore(bus), webhooks=webhooks, apps=apps,
     )

@@ -123,6 +123,15 @@ RECOVERY_SOURCE = Counter(
     "herald_recovery_reads_total", "Where recoveries found the missed events: the node's cache or the store",
     ["source"],
 )
+MEMBER_EVENTS_DROPPED = Counter(
+    "herald_member_events_dropped_total",
+    "Member events from the bus not sent to subscribers: overtaken by a newer one, or no change to what "
+    "they were told (docs/cluster.md, \"Ordering\")",
+)
+PRESENCE_CORRECTIONS = Counter(
+    "herald_presence_corrections_total",
+    "Member events sent to subscribers after a roster re-read found they had missed a change",
+)
 BUS_LAG = Histogram(
     "herald_bus_lag_seconds",
     "Delay from publish to a gateway's receipt of a bus message",

@@ -17,29 +17,29 @@ from shared.apps.config import AppConfig
 from shared.bus.base import Envelope
 from shared.protocol import events, messages
 from shared.protocol.channels import channel_type, server_to_user_channel, watch_topic
-from shared.state.base import Member, Transitions
+from shared.state.base import ChannelChange, MemberChange, Transitions
 from shared.webhooks.base import WebhookEvent, wants
 
 
-def _envelope(app_id: str, channel: str, event: str, data: Any, origin: str, exclude: str | None = None
-              ) -> Envelope:
-    return Envelope(app_id, channel, event, data, exclude=exclude, origin=origin, ts=time.time())
+def _envelope(app_id: str, channel: str, event: str, data: Any, origin: str, exclude: str | None = None,
+              order: int = 0) -> Envelope:
+    return Envelope(app_id, channel, event, data, exclude=exclude, origin=origin, ts=time.time(), order=order)
 
 
 # -- client envelopes ------------------------------------------------------------------------------
 
 
-def member_added(app_id: str, channel: str, member: Member, origin: str, exclude: str | None = None
-                 ) -> Envelope:
+def member_added(app_id: str, change: MemberChange, origin: str, exclude: str | None = None) -> Envelope:
     """`pusher_internal:member_added` to the channel's subscribers (except the joining socket, which
-    has the member in its roster already)."""
-    return _envelope(app_id, channel, events.MEMBER_ADDED, messages.member_added_data(member.user_id,
-                                                                                       member.user_info),
-                     origin, exclude)
+    has the member in its roster already), ordered by its stamp."""
+    member = change.member
+    return _envelope(app_id, change.channel, events.MEMBER_ADDED,
+                     messages.member_added_data(member.user_id, member.user_info), origin, exclude, change.stamp)
 
 
-def member_removed(app_id: str, channel: str, member: Member, origin: str) -> Envelope:
-    return _envelope(app_id, channel, events.MEMBER_REMOVED, messages.member_removed_data(member.user_id), origin)
+def member_removed(app_id: str, change: MemberChange, origin: str) -> Envelope:
+    return _envelope(app_id, change.channel, events.MEMBER_REMOVED,
+                     messages.member_removed_data(change.member.user_id), origin, order=change.stamp)
 
 
 def user_status(app_id: str, user_id: str, online: bool, origin: str) -> Envelope:
@@ -83,23 +83,26 @@ def subscription_count_message(app: AppConfig, channel: str, count: int, origin:
 # -- webhook events --------------------------------------------------------------------------------
 
 
-def joined_webhooks(channel: str, occupied: bool, added: Member | None) -> list[WebhookEvent]:
+def joined_webhooks(occupied: ChannelChange | None, added: MemberChange | None) -> list[WebhookEvent]:
     """A subscription was added: the channel became occupied, and/or a new member was added."""
     out = []
-    if occupied:
-        out.append(WebhookEvent(events.WEBHOOK_CHANNEL_OCCUPIED, channel))
+    if occupied is not None:
+        out.append(WebhookEvent(events.WEBHOOK_CHANNEL_OCCUPIED, occupied.channel, stamp=occupied.stamp,
+                                after=occupied.after))
     if added is not None:
-        out.append(WebhookEvent(events.WEBHOOK_MEMBER_ADDED, channel, user_id=added.user_id))
+        out.append(WebhookEvent(events.WEBHOOK_MEMBER_ADDED, added.channel, user_id=added.member.user_id,
+                                stamp=added.stamp, after=added.after))
     return out
 
 
-def left_webhooks(channel: str, vacated: bool, removed: Member | None) -> list[WebhookEvent]:
+def left_webhooks(vacated: ChannelChange | None, removed: MemberChange | None) -> list[WebhookEvent]:
     """A subscription was removed: the channel was vacated, and/or a member was removed."""
     out = []
-    if vacated:
-        out.append(WebhookEvent(events.WEBHOOK_CHANNEL_VACATED, channel))
+    if vacated is not None:
+        out.append(WebhookEvent(events.WEBHOOK_CHANNEL_VACATED, vacated.channel, stamp=vacated.stamp))
     if removed is not None:
-        out.append(WebhookEvent(events.WEBHOOK_MEMBER_REMOVED, channel, user_id=removed.user_id))
+        out.append(WebhookEvent(events.WEBHOOK_MEMBER_REMOVED, removed.channel, user_id=removed.member.user_id,
+                                stamp=removed.stamp))
     return out
 
 
@@ -115,8 +118,8 @@ def repaired(app: AppConfig | None, t: Transitions, origin: str) -> tuple[list[E
     had joined or left live. `app` None (an app no longer configured): envelopes only."""
     app_id = t.app_id
     envelopes = (
-        [member_removed(app_id, channel, m, origin) for channel, m in t.removed]
-        + [member_added(app_id, channel, m, origin) for channel, m in t.added]
+        [member_removed(app_id, change, origin) for change in t.removed]
+        + [member_added(app_id, change, origin) for change in t.added]
         + [user_status(app_id, user, True, origin) for user in t.online]
         + [user_status(app_id, user, False, origin) for user in t.offline]
     )
@@ -127,10 +130,10 @@ def repaired(app: AppConfig | None, t: Transitions, origin: str) -> tuple[list[E
         if message is not None:
             envelopes.append(message)
     hooks = (
-        [e for c in t.occupied for e in joined_webhooks(c, True, None)]
-        + [e for c, m in t.added for e in joined_webhooks(c, False, m)]
-        + [e for c, m in t.removed for e in left_webhooks(c, False, m)]
-        + [e for c in t.vacated for e in left_webhooks(c, True, None)]
+        [e for c in t.occupied for e in joined_webhooks(c, None)]
+        + [e for m in t.added for e in joined_webhooks(None, m)]
+        + [e for m in t.removed for e in left_webhooks(None, m)]
+        + [e for c in t.vacated for e in left_webhooks(c, None)]
         + [subscription_count_webhook(c, n) for c, n in t.counts if counts_webhook(app, c)]
     )
     return envelopes, hooks

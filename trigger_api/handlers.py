@@ -19,13 +19,14 @@ from starlette.responses import Response
 from shared.apps.config import AppConfig
 from shared.apps.registry import AppRegistry, AppsUnavailable
 from shared.backend import Backend
-from shared.bus.base import BusUnavailable, Envelope
+from shared.bus.base import BusUnavailable, Envelope, GuardFailed
 from shared.clock import Clock
 from shared.history.base import history_policy
 from shared.history.publish import publish_channel_events
 from shared.protocol.channels import channel_type
 from shared.protocol.users import user_key
 from shared.ratelimit.base import EVENTS, READS
+from shared.state.base import ClusterResyncing
 from trigger_api import validation as v
 from trigger_api.auth import authenticate, parse_query, query_dict
 from trigger_api.errors import ApiError, bad_request, error_body, error_response
@@ -95,9 +96,13 @@ class TriggerApi:
             status, payload, headers = 200, orjson.dumps(await handler(call)), call.headers
         except ApiError as exc:
             status, payload, headers = exc.status, error_body(exc.status, exc.message), exc.headers
+            if status == 405:
+                headers = {**(headers or {}), "Allow": ", ".join(handlers)}
         except AppsUnavailable as exc:
             log.warning("HTTP API %s: %s", name, exc)
             status, payload = 503, error_body(503, "App configuration is unavailable, try again later")
+        except ClusterResyncing as exc:  # after a Redis restart: no warning per request
+            status, payload = 503, error_body(503, str(exc))
         except BusUnavailable as exc:  # StoreUnavailable too: the state stores are unreachable
             log.warning("HTTP API %s: backend unavailable: %s", name, exc)
             status, payload = 503, error_body(503, "Channel state is unavailable, try again later")
@@ -158,6 +163,14 @@ class TriggerApi:
         return error_response(404, f"Unknown API endpoint: {request.method} {request.url.path}")
 
     async def publish(self, app: AppConfig, events: Sequence[v.EventSpec]) -> None:
+        """Publish, or raise 503. The rule (docs/cluster.md, "Redis restarts"): an event
+        acknowledged with 200 reaches every socket subscribed to its channel when it was accepted, so
+        after a Redis restart nothing is acknowledged until the cluster has re-synced, and the publish
+        is checked against Redis's boot in the same step (`NodeLease.publish_guard`)."""
+        try:
+            guard = self.backend.node.publish_guard()
+        except ClusterResyncing as exc:
+            raise ClusterResyncing(f"{exc} (nothing was published)") from None
         app_id = app.id
         now = time.time()
         envelopes = []
@@ -170,7 +183,11 @@ class TriggerApi:
                                           origin=self.backend.node_id, ts=now))
         try:
             # One round trip for all channels of the request (up to 100, or a batch of 10).
-            await publish_channel_events(self.backend, app, envelopes)
+            await publish_channel_events(self.backend, app, envelopes, guard)
+        except GuardFailed:
+            self.backend.node.boot_changed()
+            raise ClusterResyncing("Redis restarted; the cluster is re-syncing, try again shortly "
+                                   "(nothing was published)") from None
         except BusUnavailable as exc:
             log.warning("HTTP API publish failed for app %s: %s", app_id, exc)
             done = "an unknown number" if exc.sent is None else str(exc.sent)
@@ -251,8 +268,10 @@ class TriggerApi:
         # Server-to-user channels are an implementation detail of user events, not app channels.
         names = sorted(c for c in occupied if not c.startswith("#"))
         if not info:
+            await self.backend.node.confirm_synced()
             return {"channels": {c: {} for c in names}}
         [attrs] = await self.channel_attributes(app.id, [(names, info)])
+        await self.backend.node.confirm_synced()
         return {"channels": attrs}
 
     async def channel(self, call: ApiCall) -> Any:
@@ -274,6 +293,7 @@ class TriggerApi:
             cached = await self.backend.cache.get(app.id, name)
             out[v.CACHE] = None if cached is None else {"event": cached.event, "data": cached.data,
                                                         "ttl": cached.ttl_s}
+        await self.backend.node.confirm_synced()
         return out
 
     async def users(self, call: ApiCall) -> Any:
@@ -281,6 +301,7 @@ class TriggerApi:
         name = v.check_channel_name(call.path["channel_name"], app, "channel name")
         v.require_presence(name, "the users list")
         members = await self.backend.presence.members(app.id, name)
+        await self.backend.node.confirm_synced()
         return {"users": [{"id": user_key(m.user_id)} for m in members]}
 
     async def history(self, call: ApiCall) -> Any:
@@ -294,8 +315,10 @@ class TriggerApi:
         since = v.parse_history_since(call.query.get("since"))
         if since is None:
             read = await self.backend.history.latest(app.id, name, limit)
+            await self.backend.node.confirm_synced()
         else:
             read = await self.backend.history.read(app.id, name, since, limit)
+            await self.backend.node.confirm_synced()
             if not read.continuous:
                 raise ApiError(410, f"Position {since} is no longer in the history of '{name}' (trimmed, "
                                     f"or the history started over); the channel is now at {read.head or 'no history'}")

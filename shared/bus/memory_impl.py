@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shared.bus.base import Bus, BusUnavailable, Envelope, Receiver
+from shared.bus.base import Bus, BusUnavailable, Envelope, PublishGuard, Receiver
 
 
 class MemoryBus:
@@ -29,7 +29,7 @@ class MemoryBus:
             for receiver in self._receivers:
                 receiver(envelope)
 
-    async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
+    async def publish_many(self, envelopes: Sequence[Envelope], guard: PublishGuard | None = None) -> None:
         for sent, envelope in enumerate(envelopes):
             try:
                 await self.publish(envelope)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 from collections import deque
@@ -37,9 +38,10 @@ from typing import Any
 import hiredis
 from redis.exceptions import RedisError
 
-from shared.bus.base import Bus, BusUnavailable, Envelope, Receiver
+from shared.bus.base import Bus, BusUnavailable, Envelope, GuardFailed, PublishGuard, Receiver
 from shared.redis.connection import SOCKET_TIMEOUT_S, Address, RedisConnector
 from shared.redis.health import RedisHealth
+from shared.redis.scripts import load_script
 from shared.redis.subscriber import (
     Dropped,
     Reply,
@@ -59,6 +61,9 @@ RECONNECT_MAX_S = 1.0
 PING_INTERVAL_S = 5.0
 # While reconnecting, the reason is logged on the first failure and then every this many attempts.
 RECONNECT_LOG_EVERY = 30
+
+BUS_PUBLISH = load_script("bus_publish")
+BUS_PUBLISH_SHA = hashlib.sha1(BUS_PUBLISH.encode()).hexdigest()  # Redis names scripts by SHA-1
 
 
 class _SubscriberProtocol(asyncio.Protocol):
@@ -346,6 +351,20 @@ class PublisherConnection:
             if isinstance(reply, hiredis.ReplyError):
                 protocol.transport.close()
                 raise BusUnavailable(f"Redis AUTH failed: {reply}")
+        db = self.connector.settings.db
+        if db:
+            # PUBLISH ignores databases, but a guarded publish reads its guard key (Bus.publish_many).
+            fut = asyncio.get_running_loop().create_future()
+            self._waiting.append(fut)
+            protocol.transport.write(encode_command(b"SELECT", str(db)))
+            try:
+                reply = await asyncio.wait_for(fut, self.timeout_s)
+            except (TimeoutError, BusUnavailable) as exc:
+                protocol.transport.abort()
+                raise BusUnavailable("Redis did not answer SELECT") from exc
+            if isinstance(reply, hiredis.ReplyError):
+                protocol.transport.close()
+                raise BusUnavailable(f"Redis SELECT {db} failed: {reply}")
         self._protocol = protocol
 
     async def send(self, commands: Sequence[bytes]) -> list[Any]:
@@ -540,11 +559,18 @@ class RedisBus:
         except (RedisError, OSError) as exc:
             raise BusUnavailable(f"Redis publish failed: {exc}") from exc
 
-    async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
-        """One pipelined round trip (non-transactional: each PUBLISH stands alone)."""
+    async def publish_many(self, envelopes: Sequence[Envelope], guard: PublishGuard | None = None) -> None:
+        """One pipelined round trip (non-transactional: each PUBLISH stands alone). With a `guard`, one
+        script that checks it and publishes (nothing when it fails: GuardFailed); on a Redis Cluster a
+        script can't publish to other slots' topics, so there the guard is not checked."""
         if self._publisher is not None:
             try:
-                await self._publish_lean(self._publisher, envelopes)
+                if guard is not None:
+                    await self._publish_guarded(self._publisher, envelopes, guard)
+                else:
+                    await self._publish_lean(self._publisher, envelopes)
+            except GuardFailed:
+                raise
             except BusUnavailable as exc:
                 exc.sent = None  # a lost connection may have delivered a prefix; Redis can't say how much
                 raise
@@ -566,6 +592,21 @@ class RedisBus:
             error = BusUnavailable(f"Redis publish failed: {exc}")
             error.sent = None
             raise error from exc
+
+    async def _publish_guarded(self, publisher: PublisherConnection, envelopes: Sequence[Envelope],
+                               guard: PublishGuard) -> None:
+        parts: list[bytes | str] = ["1", guard.key, guard.value]
+        for env in envelopes:
+            parts += [self.topic(env.app_id, env.channel), env.pack()]
+        [reply] = await publisher.send([encode_command(b"EVALSHA", BUS_PUBLISH_SHA, *parts)])
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            [reply] = await publisher.send([encode_command(b"EVAL", BUS_PUBLISH, *parts)])  # Redis restarted
+        if isinstance(reply, hiredis.ReplyError):
+            error = BusUnavailable(f"Redis publish failed: {reply}")
+            error.sent = None
+            raise error
+        if reply == -1:
+            raise GuardFailed("Redis restarted; the cluster is re-syncing")
 
     async def subscribe(self, app_id: str, channel: str) -> None:
         topic = self.topic(app_id, channel)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shared.bus.base import Bus, BusUnavailable, Envelope, Receiver
+from shared.bus.base import Bus, BusUnavailable, Envelope, PublishGuard, Receiver
 from shared.clock import Clock
 from shared.protocol import events
 from shared.protocol.channels import CONSOLE_CHANNEL, CONSOLE_CONTROL_APP, CONSOLE_CONTROL_CHANNEL
@@ -193,8 +193,8 @@ class TappedBus:
             if copies:
                 await self.tap.send(copies)
 
-    async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
-        await self.inner.publish_many(envelopes)
+    async def publish_many(self, envelopes: Sequence[Envelope], guard: PublishGuard | None = None) -> None:
+        await self.inner.publish_many(envelopes, guard)
         if self.tap.watched:
             copies = self.tap.copies(envelopes)
             if copies:

@@ -6,7 +6,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from shared.bus.base import BusUnavailable, Envelope
+from shared.bus.base import BusUnavailable, Envelope, PublishGuard
 from shared.bus.memory_impl import MemoryBus
 from shared.clock import Clock
 from shared.history.base import (
@@ -58,7 +58,7 @@ class MemoryHistoryStore:
         for key in [k for k, s in self._streams.items() if s.expires_at <= now]:
             del self._streams[key]
 
-    async def publish(self, items: Sequence[tuple[Envelope, HistoryPolicy]]) -> None:
+    async def publish(self, items: Sequence[tuple[Envelope, HistoryPolicy]], guard: PublishGuard | None = None) -> None:
         for sent, (envelope, policy) in enumerate(items):
             key = (envelope.app_id, envelope.channel)
             expires_at = self.clock() + policy.ttl_s

@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
-from shared.bus.base import BusUnavailable, Envelope
+from shared.bus.base import BusUnavailable, Envelope, GuardFailed, PublishGuard
 from shared.bus.redis_impl import RedisBus
 from shared.history.base import HistoryPolicy, HistoryRead, HistoryStore, new_epoch, offset_of, parse_position
 from shared.redis.scripts import ScriptRunner, load_script
@@ -29,6 +29,13 @@ _PUBLISH_SHA = hashlib.sha1(HISTORY_PUBLISH.encode()).hexdigest()
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _guarded(position: bytes | str | None) -> str:
+    """The position the publish script returned; none: its guard refused (nothing was kept or sent)."""
+    if position is None:
+        raise GuardFailed("Redis restarted; the cluster is re-syncing")
+    return _text(position)
 
 
 class RedisHistoryStore:
@@ -45,43 +52,51 @@ class RedisHistoryStore:
         # the tag, and the topic's own slot is that of its whole name.
         return self.bus.prefix.encode() + b":hist:{" + self.bus.topic(app_id, channel) + b"}"
 
-    def _publish_args(self, envelope: Envelope, policy: HistoryPolicy) -> list[Any]:
-        return [self.bus.topic(envelope.app_id, envelope.channel), policy.size, policy.ttl_s * 1000, new_epoch(),
-                envelope.pack_open(), self._sharded]
+    def _publish_keys(self, envelope: Envelope, guard: PublishGuard | None) -> list[Any]:
+        key = self.key(envelope.app_id, envelope.channel)
+        return [key] if guard is None else [key, guard.key]
 
-    async def publish(self, items: Sequence[tuple[Envelope, HistoryPolicy]]) -> None:
+    def _publish_args(self, envelope: Envelope, policy: HistoryPolicy, guard: PublishGuard | None) -> list[Any]:
+        args = [self.bus.topic(envelope.app_id, envelope.channel), policy.size, policy.ttl_s * 1000, new_epoch(),
+                envelope.pack_open(), self._sharded]
+        return args if guard is None else [*args, guard.value]
+
+    async def publish(self, items: Sequence[tuple[Envelope, HistoryPolicy]], guard: PublishGuard | None = None) -> None:
+        if self.bus.cluster:
+            guard = None  # see Bus.publish_many: a script can't reach other slots on a Redis Cluster
         try:
             if len(items) == 1:
                 envelope, policy = items[0]
-                position = await self.scripts.run(HISTORY_PUBLISH, [self.key(envelope.app_id, envelope.channel)],
-                                                  self._publish_args(envelope, policy))
-                envelope.position = _text(position)
+                position = await self.scripts.run(HISTORY_PUBLISH, self._publish_keys(envelope, guard),
+                                                  self._publish_args(envelope, policy, guard))
+                envelope.position = _guarded(position)
                 return
             if self.bus.cluster:
                 await self._publish_per_channel(items)
             else:
-                await self._publish_pipelined(items)
+                await self._publish_pipelined(items, guard)
         except (RedisError, OSError) as exc:
             error = BusUnavailable(f"Redis publish failed: {exc}")
             error.sent = 0 if len(items) == 1 else None
             raise error from exc
 
-    async def _publish_pipelined(self, items: Sequence[tuple[Envelope, HistoryPolicy]]) -> None:
+    async def _publish_pipelined(self, items: Sequence[tuple[Envelope, HistoryPolicy]],
+                                 guard: PublishGuard | None) -> None:
         """One round trip for a request's events; in order per channel, like the bus's pipeline."""
         async with self.client.pipeline(transaction=False) as pipe:
             for envelope, policy in items:
-                pipe.evalsha(_PUBLISH_SHA, 1, self.key(envelope.app_id, envelope.channel),
-                             *self._publish_args(envelope, policy))
+                keys = self._publish_keys(envelope, guard)
+                pipe.evalsha(_PUBLISH_SHA, len(keys), *keys, *self._publish_args(envelope, policy, guard))
             results = await pipe.execute(raise_on_error=False)
         for (envelope, policy), result in zip(items, results, strict=True):
             if isinstance(result, NoScriptError):
                 # The script cache was empty (a restarted Redis) for this event and, on its server, for
                 # every later one too, so sending them again in order keeps each channel's order.
-                result = await self.scripts.run(HISTORY_PUBLISH, [self.key(envelope.app_id, envelope.channel)],
-                                                self._publish_args(envelope, policy))
+                result = await self.scripts.run(HISTORY_PUBLISH, self._publish_keys(envelope, guard),
+                                                self._publish_args(envelope, policy, guard))
             elif isinstance(result, Exception):
                 raise result
-            envelope.position = _text(result)
+            envelope.position = _guarded(result)
 
     async def _publish_per_channel(self, items: Sequence[tuple[Envelope, HistoryPolicy]]) -> None:
         """Redis Cluster (redis-py's cluster pipeline refuses scripts): each channel's events in
@@ -93,7 +108,7 @@ class RedisHistoryStore:
         async def one_channel(events: list[tuple[Envelope, HistoryPolicy]]) -> None:
             for envelope, policy in events:
                 position = await self.scripts.run(HISTORY_PUBLISH, [self.key(envelope.app_id, envelope.channel)],
-                                                  self._publish_args(envelope, policy))
+                                                  self._publish_args(envelope, policy, None))
                 envelope.position = _text(position)
 
         await asyncio.gather(*(one_channel(events) for events in by_channel.values()))

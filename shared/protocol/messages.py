@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from shared.protocol import events
+from shared.protocol.users import user_key
 
 
 def dumps(obj: Any) -> str:
@@ -81,7 +82,7 @@ def cache_miss(channel: str) -> bytes:
 def presence_roster(members: list[tuple[Any, Any]]) -> str:
     """Roster payload from (user_id, user_info) pairs with user_id as sent in channel_data."""
     ids = [uid for uid, _ in members]
-    hash_ = {str(uid): info for uid, info in members}
+    hash_ = {user_key(uid): info for uid, info in members}
     return dumps({"presence": {"ids": ids, "hash": hash_, "count": len(hash_)}})
 
 

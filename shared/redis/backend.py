@@ -72,8 +72,10 @@ def redis_backend(
     health = RedisHealth(unready_after_s)
     metrics.REDIS.watch(health)
     node_id = new_node_id()
-    node = RedisNode(client, prefix, node_id, lease_s=lease_s, reaper_interval_s=reaper_interval_s, health=health)
     bus = RedisBus(connector, prefix, client, cluster, health)
+    # The Redis-restart gate (503 until re-synced) needs one boot key for the whole state: single Redis.
+    node = RedisNode(client, prefix, node_id, lease_s=lease_s, reaper_interval_s=reaper_interval_s, health=health,
+                     bus=bus, boot_gate=not cluster)
     backend = RedisBackend(
         bus,
         RedisConnectionStore(node), RedisOccupancyStore(node), RedisPresenceStore(node), RedisUserStore(node),

@@ -4,6 +4,7 @@
 from shared.state.base import (
     CachedEvent,
     CacheStore,
+    ClusterResyncing,
     ConnectionStore,
     LocalNode,
     Member,
@@ -20,6 +21,7 @@ from shared.state.base import (
 __all__ = [
     "CacheStore",
     "CachedEvent",
+    "ClusterResyncing",
     "ConnectionStore",
     "LocalNode",
     "Member",

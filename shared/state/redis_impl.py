@@ -23,18 +23,29 @@ from shared.state.base import (
     CacheStore,
     ConnectionStore,
     Member,
+    Occupancy,
     OccupancyStore,
     PresenceJoin,
+    PresenceRoster,
     PresenceStore,
+    Stamp,
     StoreUnavailable,
     UserStore,
 )
-from shared.state.redis_node import RedisNode, member_from_json, member_json
+from shared.state.redis_node import (
+    CLOCK_KEEP_MS,
+    PAIR_WINDOW_MS,
+    RedisNode,
+    member_from_json,
+    member_json,
+    presence_field,
+)
 
 CONNECTIONS_OPEN = load_script("connections_open")
 CONNECTIONS_CLOSE = load_script("connections_close")
 PRESENCE_JOIN = load_script("presence_join")
 PRESENCE_LEAVE = load_script("presence_leave")
+PRESENCE_ROSTER = load_script("presence_roster")
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
@@ -97,14 +108,17 @@ class RedisOccupancyStore:
         self.node = node
 
     @_store_errors
-    async def add(self, app_id: str, channel: str, socket_id: str) -> int:
-        return await self.node.count_in(app_id, "occ", self.node.app(app_id).occ, channel)
+    async def add(self, app_id: str, channel: str, socket_id: str) -> Occupancy:
+        total, stamp, after = await self.node.count_in(app_id, "occ", self.node.app(app_id).occ, channel,
+                                                       stamped=True)
+        return Occupancy(total, stamp, after)
 
     @_store_errors
-    async def remove(self, app_id: str, channel: str, socket_id: str) -> int:
+    async def remove(self, app_id: str, channel: str, socket_id: str) -> Occupancy:
         node = self.node
-        _, total = await node.count_out(app_id, "occ", node.app(app_id).occ, channel, node.failed_occ)
-        return total
+        _, total, stamp = await node.count_out(app_id, "occ", node.app(app_id).occ, channel, node.failed_occ,
+                                               stamped=True)
+        return Occupancy(total, stamp)
 
     @_store_errors
     async def counts(self, app_id: str, channels: Sequence[str]) -> list[int]:
@@ -130,9 +144,10 @@ class RedisPresenceStore:
     def __init__(self, node: RedisNode) -> None:
         self.node = node
 
-    def _keys(self, app_id: str, channel: str) -> list[str]:
+    def _keys(self, app_id: str, channel: str, field: str) -> list[str]:
         base = self.node.base(app_id)
-        return [f"{base}:pc:{channel}", f"{base}:pm:{channel}", f"{base}:presn:{self.node.node_id}"]
+        return [f"{base}:pc:{channel}", f"{base}:pm:{channel}", f"{base}:presn:{self.node.node_id}",
+                f"{base}:clock", f"{base}:mleft:{field}"]
 
     @_store_errors
     async def join(
@@ -141,20 +156,22 @@ class RedisPresenceStore:
         node = self.node
         mirror = node.app(app_id)
         encoded = member_json(member)
+        field = presence_field(channel, member.key)
         async with node.gate.shared():
             await node.register_app(app_id)
-            accepted, added, members = await node.script(
-                PRESENCE_JOIN, self._keys(app_id, channel), [channel, member.key, encoded, max_members]
+            accepted, added, members, stamp, after = await node.script(
+                PRESENCE_JOIN, self._keys(app_id, channel, field),
+                [field, member.key, encoded, max_members, CLOCK_KEEP_MS],
             )
             if accepted:
                 entry = mirror.pres.setdefault((channel, member.key), [0, encoded])
                 entry[0] += 1
         if not accepted:
             return PresenceJoin(False, False, [])
-        return PresenceJoin(True, bool(added), [member_from_json(m) for m in members])
+        return PresenceJoin(True, bool(added), [member_from_json(m) for m in members], int(stamp), int(after))
 
     @_store_errors
-    async def leave(self, app_id: str, channel: str, socket_id: str, member: Member) -> bool:
+    async def leave(self, app_id: str, channel: str, socket_id: str, member: Member) -> Stamp:
         node = self.node
         mirror = node.app(app_id)
         entry = mirror.pres.get((channel, member.key))
@@ -162,19 +179,28 @@ class RedisPresenceStore:
             entry[0] -= 1
             if entry[0] <= 0:
                 del mirror.pres[(channel, member.key)]
+        field = presence_field(channel, member.key)
         async with node.gate.shared():
             try:
-                removed = await node.script(PRESENCE_LEAVE, self._keys(app_id, channel), [channel, member.key])
+                stamp = await node.script(PRESENCE_LEAVE, self._keys(app_id, channel, field),
+                                          [field, member.key, CLOCK_KEEP_MS, PAIR_WINDOW_MS])
             except (RedisError, OSError):
                 node.needs_sync = True
                 node.failed_pres[(app_id, channel, member.key)] = member
                 raise
-        return bool(removed)
+        return int(stamp)
 
     @_store_errors
     async def members(self, app_id: str, channel: str) -> list[Member]:
         values = await self.node.client.hvals(f"{self.node.base(app_id)}:pm:{channel}")
         return [member_from_json(v) for v in values]
+
+    @_store_errors
+    async def roster(self, app_id: str, channel: str) -> PresenceRoster:
+        base = self.node.base(app_id)
+        stamp, values = await self.node.script(PRESENCE_ROSTER, [f"{base}:pm:{channel}", f"{base}:clock"],
+                                               [CLOCK_KEEP_MS])
+        return PresenceRoster([member_from_json(v) for v in values], int(stamp))
 
     @_store_errors
     async def user_counts(self, app_id: str, channels: Sequence[str]) -> list[int]:
@@ -196,12 +222,14 @@ class RedisUserStore:
 
     @_store_errors
     async def signin(self, app_id: str, user_id: str, socket_id: str) -> bool:
-        return await self.node.count_in(app_id, "uc", self.node.app(app_id).users, user_id) == 1
+        total, _, _ = await self.node.count_in(app_id, "uc", self.node.app(app_id).users, user_id)
+        return total == 1
 
     @_store_errors
     async def signout(self, app_id: str, user_id: str, socket_id: str) -> bool:
         node = self.node
-        changed, total = await node.count_out(app_id, "uc", node.app(app_id).users, user_id, node.failed_users)
+        changed, total, _ = await node.count_out(app_id, "uc", node.app(app_id).users, user_id,
+                                                 node.failed_users)
         return changed and total == 0
 
     @_store_errors

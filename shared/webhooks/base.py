@@ -21,6 +21,7 @@ from shared.protocol.events import (
     WEBHOOK_MEMBER_ADDED,
     WEBHOOK_MEMBER_REMOVED,
 )
+from shared.protocol.users import user_key
 
 log = logging.getLogger("herald.webhooks")
 
@@ -41,6 +42,11 @@ class WebhookEvent:
     data: Any = _UNSET  # client_event: the data as received (string or object)
     socket_id: str | None = None  # client_event: the sender
     subscription_count: int | None = None
+    # Occupied/vacated and member added/removed: the transition's stamp, and for occupied/added the
+    # stamp of the recent vacate/removal it follows (`shared.state.base.Stamp`); they pair a delayed
+    # event with the one that cancels it whatever order the two reach the queue in. Not sent.
+    stamp: int = 0
+    after: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "channel": self.channel}
@@ -51,8 +57,8 @@ class WebhookEvent:
         if self.socket_id is not None:
             out["socket_id"] = self.socket_id
         if self.user_id is not None:
-            # Pusher documents ids as strings in webhooks.
-            out["user_id"] = self.user_id if isinstance(self.user_id, str) else str(self.user_id)
+            # Pusher documents ids as strings in webhooks; a number's string is its JSON text.
+            out["user_id"] = user_key(self.user_id)
         if self.subscription_count is not None:
             out["subscription_count"] = self.subscription_count
         return out
@@ -117,11 +123,21 @@ class Entry:
     due_ms: int
     set_cancel: str | None = None  # delayed job: a later check on this key withdraws it while pending
     check_cancel: str | None = None  # withdraw the pending job under this key; if there was one, skip `job`
+    # Pairing by transition order (docs/webhooks.md, "Delay and cancel"): a delayed entry's `stamp`,
+    # and on a cancelling entry `after`, the stamp of the delayed event it follows (0: pair with
+    # whatever is pending, as without stamps).
+    stamp: int = 0
+    after: int = 0
 
 
 ADDED = 1
 NOTHING = 0
 CANCELLED_PAIR = -1
+CANCELLED = -2
+
+# How long the queue remembers a delayed event's stamp (and a cancelling event that came first):
+# longer than any job lives (shared.webhooks.queue.MAX_AGE_S).
+PAIR_MEMORY_S = 360.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +149,16 @@ class Claimed:
 
 class JobStore(Protocol):
     async def add(self, app_id: str, entries: Sequence[Entry]) -> list[int]:
-        """Apply the entries; per entry ADDED, NOTHING or CANCELLED_PAIR (a pending job was withdrawn
-        and this entry's job was not queued)."""
+        """Apply the entries; per entry ADDED, NOTHING, CANCELLED_PAIR (a pending job was withdrawn
+        and this entry's job was not queued) or CANCELLED (this entry's job was not queued).
+
+        Pairing: a delayed entry remembers its `stamp` under its key (for PAIR_MEMORY_S). A cancelling
+        entry with `after` withdraws the pending job only when that job is the delayed event with
+        stamp `after`; when that event has not arrived yet (transitions made on two nodes can reach
+        the queue in either order), the cancelling entry is not queued and the delayed event is
+        dropped when it comes (both CANCELLED); when it came and was already claimed, the cancelling
+        entry is queued. Without `after` any pending job under the key is withdrawn.
+        """
 
     async def claim(
         self, app_id: str, now_ms: int, visibility_ms: int, limit: int

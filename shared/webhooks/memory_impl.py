@@ -4,12 +4,23 @@ Redis store's scripts, each operation atomic because it never awaits."""
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.apps.registry import AppRegistry
-from shared.webhooks.base import ADDED, CANCELLED_PAIR, NOTHING, Claimed, Entry, JobStore
+from shared.clock import Clock
+from shared.webhooks.base import (
+    ADDED,
+    CANCELLED,
+    CANCELLED_PAIR,
+    NOTHING,
+    PAIR_MEMORY_S,
+    Claimed,
+    Entry,
+    JobStore,
+)
 from shared.webhooks.queue import DEFAULT_WORKERS, QueuedWebhooks
 
 
@@ -22,6 +33,9 @@ class _AppJobs:
     cancel: dict[str, str] = field(default_factory=dict)  # cancel key -> pending delayed job
     cancel_of: dict[str, str] = field(default_factory=dict)  # delayed job -> its cancel key
     tries: dict[str, int] = field(default_factory=dict)
+    # cancel key -> (stamp, forget at): the last delayed event queued, and one whose partner came first
+    seen: dict[str, tuple[int, float]] = field(default_factory=dict)
+    early: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def schedule(self, job_id: str, due_ms: int) -> None:
         self.due[job_id] = due_ms
@@ -37,11 +51,28 @@ class _AppJobs:
         return found
 
 
+def _recall(records: dict[str, tuple[int, float]], key: str, now: float) -> int:
+    entry = records.get(key)
+    if entry is None:
+        return 0
+    if entry[1] <= now:
+        del records[key]
+        return 0
+    return entry[0]
+
+
+def _forget_old(records: dict[str, tuple[int, float]], now: float) -> None:
+    for key in [k for k, (_, until) in records.items() if until <= now]:
+        del records[key]
+
+
 class MemoryJobStore:
     """See `JobStore`."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.monotonic) -> None:
         self._apps: dict[str, _AppJobs] = {}
+        self._clock = clock
+        self._next_sweep = 0.0
 
     def _app(self, app_id: str) -> _AppJobs:
         jobs = self._apps.get(app_id)
@@ -49,17 +80,40 @@ class MemoryJobStore:
             jobs = self._apps[app_id] = _AppJobs()
         return jobs
 
+    def _withdraw(self, q: _AppJobs, key: str) -> bool:
+        pending = q.cancel.pop(key, None)
+        return pending is not None and q.delete(pending)
+
     async def add(self, app_id: str, entries: Sequence[Entry]) -> list[int]:
         q = self._app(app_id)
+        now = self._clock()
+        forget = now + PAIR_MEMORY_S
+        if now >= self._next_sweep:
+            self._next_sweep = now + PAIR_MEMORY_S
+            for jobs in self._apps.values():
+                _forget_old(jobs.seen, now)
+                _forget_old(jobs.early, now)
         results = []
         for entry in entries:
             result = NOTHING
+            if entry.set_cancel is not None and entry.stamp:
+                if _recall(q.early, entry.set_cancel, now) == entry.stamp:
+                    del q.early[entry.set_cancel]
+                    result = CANCELLED
+                else:
+                    q.seen[entry.set_cancel] = (entry.stamp, forget)
             if entry.check_cancel is not None:
-                pending = q.cancel.get(entry.check_cancel)
-                if pending is not None and q.delete(pending):
+                key = entry.check_cancel
+                if entry.after:
+                    seen = _recall(q.seen, key, now)
+                    if seen == entry.after and self._withdraw(q, key):
+                        result = CANCELLED_PAIR
+                    elif seen < entry.after:
+                        q.early[key] = (entry.after, forget)
+                        result = CANCELLED
+                elif self._withdraw(q, key):
                     result = CANCELLED_PAIR
-                q.cancel.pop(entry.check_cancel, None)
-            if result != CANCELLED_PAIR and entry.job is not None:
+            if result == NOTHING and entry.job is not None:
                 q.seq += 1
                 job_id = str(q.seq)
                 q.jobs[job_id] = entry.job
@@ -93,7 +147,7 @@ class MemoryJobStore:
         while q.heap and q.due.get(q.heap[0][2]) != q.heap[0][0]:
             heapq.heappop(q.heap)
         next_due = q.heap[0][0] if q.heap else None
-        if not q.jobs and not q.cancel:
+        if not q.jobs and not q.cancel and not q.seen and not q.early:
             del self._apps[app_id]
         return claimed, next_due
 

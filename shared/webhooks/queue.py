@@ -52,9 +52,11 @@ from shared.metrics import (
 )
 from shared.protocol.events import CONSOLE_WEBHOOK, WEBHOOK_CHANNEL_OCCUPIED, WEBHOOK_CHANNEL_VACATED
 from shared.protocol.signatures import sign_webhook
+from shared.protocol.users import user_key
 from shared.state.base import StoreUnavailable
 from shared.webhooks.base import (
     ADDED,
+    CANCELLED,
     CANCELLED_PAIR,
     CANCELLING,
     DELAYED,
@@ -130,11 +132,11 @@ def hook_takes(hook: WebhookConfig, name: str, channel: str) -> bool:
 
 
 def cancel_key(hook: int, event: WebhookEvent) -> str:
-    """What pairs a delayed event with the one that cancels it, per webhook (users compared as strings)."""
+    """What pairs a delayed event with the one that cancels it, per webhook (users compared as strings;
+    the channel is length-prefixed so no bytes in it or the user id can make two keys equal)."""
     if event.name in (WEBHOOK_CHANNEL_OCCUPIED, WEBHOOK_CHANNEL_VACATED):
-        return f"{hook}\nc\n{event.channel}"
-    user = event.user_id if isinstance(event.user_id, str) else str(event.user_id)
-    return f"{hook}\nm\n{event.channel}\n{user}"
+        return f"{hook}:c:{event.channel}"
+    return f"{hook}:m:{len(event.channel.encode())}:{event.channel}{user_key(event.user_id)}"
 
 
 def body_bytes(created_ms: int, events: Iterable[dict[str, Any]]) -> bytes:
@@ -203,6 +205,7 @@ class QueuedWebhooks:
         self._max_inflight = max(1, workers * 2)
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
+        self._closing = False
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -223,14 +226,23 @@ class QueuedWebhooks:
                 if event.name in DELAYED:
                     if job is not None:
                         planned.append((event.name, Entry(job, now_ms + self.delay_ms,
-                                                          set_cancel=cancel_key(h, event))))
+                                                          set_cancel=cancel_key(h, event), stamp=event.stamp)))
                 elif event.name in CANCELLING:
                     # Checked even when this webhook doesn't take the event itself: its pending
                     # vacate/remove is still withdrawn.
-                    planned.append((event.name, Entry(job, immediate_ms, check_cancel=cancel_key(h, event))))
+                    planned.append((event.name, Entry(job, immediate_ms, check_cancel=cancel_key(h, event),
+                                                      after=self.pairs_with(hook, event))))
                 elif job is not None:
                     planned.append((event.name, Entry(job, immediate_ms)))
         return planned
+
+    def pairs_with(self, hook: WebhookConfig, event: WebhookEvent) -> int:
+        """The stamp of the delayed event an occupy/add must pair with on this webhook, or 0 (pair with
+        whatever is pending): only when it follows a vacate/removal within the delay, which this webhook
+        takes, so that event will reach the queue too."""
+        if not event.after or event.stamp - event.after > self.delay_ms * 1000:  # stamps are microseconds
+            return 0
+        return event.after if hook_takes(hook, CANCELLING[event.name], event.channel) else 0
 
     async def enqueue(self, app: AppConfig, events: Sequence[WebhookEvent]) -> None:
         if not app.webhooks or not events:
@@ -252,11 +264,14 @@ class QueuedWebhooks:
                 WEBHOOKS_CANCELLED.labels(CANCELLING[name]).inc()
                 if entry.job is not None:
                     WEBHOOKS_CANCELLED.labels(name).inc()
+            elif result == CANCELLED and entry.job is not None:
+                WEBHOOKS_CANCELLED.labels(name).inc()
         self._wake.set()
 
     # -- workers ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._closing = False
         await self.sender.start()
         if self.workers > 0:
             self._loop.senders = [asyncio.create_task(self._send_forever(), name=f"webhook-sender-{i}")
@@ -266,6 +281,9 @@ class QueuedWebhooks:
 
     async def close(self) -> None:
         """Stop claiming, give in-flight requests a moment, hand unstarted jobs back to the queue."""
+        # The flag as well as the cancels: a cancel that lands inside a Redis command can come out of
+        # redis-py as an ordinary error, and a loop catching errors would go on.
+        self._closing = True
         for task in (self._loop.claimer, self._loop.gauges):
             if task is not None:
                 task.cancel()
@@ -399,7 +417,7 @@ class QueuedWebhooks:
         self._room.set()
 
     async def _send_forever(self) -> None:
-        while True:
+        while not self._closing:
             delivery = await self._queue.get()
             try:
                 await self.deliver(delivery)
@@ -413,7 +431,7 @@ class QueuedWebhooks:
 
     async def _claim_forever(self) -> None:
         errors = 0
-        while True:
+        while not self._closing:
             while self._inflight >= self._max_inflight:
                 self._room.clear()
                 await self._room.wait()
@@ -458,7 +476,7 @@ class QueuedWebhooks:
             WEBHOOK_QUEUE_OLDEST_AGE.labels(app.id).set(waited_s)
 
     async def _measure_forever(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self.measure()
             except Exception as exc:  # the store is away; the claimer reports that already

@@ -10,6 +10,8 @@ Keys of one app share its hash tag (P = prefix, A = app id), so every script run
                      delayed job (channel_vacated / member_removed not yet claimed)
     P:{A}:wh:ckey    hash delayed job -> its cancel key (so a claim can end its cancellability)
     P:{A}:wh:seq     counter for job ids
+    P:{A}:wh:seen:K  the stamp of the last delayed event queued under cancel key K (PAIR_MEMORY_S)
+    P:{A}:wh:early:K the stamp of a delayed event whose cancelling partner arrived first (same)
 
 Enqueue is one script call; claim is one script call per app; ack one; a retry is one ZADD XX.
 Times come from the callers' clocks (like node leases), so processes need synchronised clocks.
@@ -22,7 +24,7 @@ from typing import Any
 
 from shared.apps.registry import AppRegistry
 from shared.redis.scripts import ScriptRunner, load_script
-from shared.webhooks.base import Claimed, Entry, JobStore
+from shared.webhooks.base import PAIR_MEMORY_S, Claimed, Entry, JobStore
 from shared.webhooks.queue import DEFAULT_WORKERS, QueuedWebhooks
 
 WEBHOOKS_ADD = load_script("webhooks_add")
@@ -38,8 +40,11 @@ class RedisJobStore:
         self.prefix = prefix
         self._scripts = ScriptRunner(client)
 
+    def base(self, app_id: str) -> str:
+        return f"{self.prefix}:{{{app_id}}}:wh"
+
     def keys(self, app_id: str) -> dict[str, str]:
-        base = f"{self.prefix}:{{{app_id}}}:wh"
+        base = self.base(app_id)
         return {name: f"{base}:{name}" for name in ("due", "jobs", "tries", "cancel", "ckey", "seq")}
 
     async def _script(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -47,9 +52,9 @@ class RedisJobStore:
 
     async def add(self, app_id: str, entries: Sequence[Entry]) -> list[int]:
         k = self.keys(app_id)
-        args: list[Any] = [len(entries)]
+        args: list[Any] = [self.base(app_id), int(PAIR_MEMORY_S * 1000), len(entries)]
         for e in entries:
-            args += [e.job or b"", e.due_ms, e.set_cancel or "", e.check_cancel or ""]
+            args += [e.job or b"", e.due_ms, e.set_cancel or "", e.check_cancel or "", e.stamp, e.after]
         result = await self._script(WEBHOOKS_ADD, [k["due"], k["jobs"], k["cancel"], k["ckey"], k["seq"]], args)
         return [int(r) for r in result]
 

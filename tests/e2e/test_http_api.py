@@ -445,3 +445,27 @@ def test_raw_body_over_one_mebibyte_is_413(herald_server: HeraldProcess, app1: A
     assert status == 413 and "Request body is larger than 1048576 bytes" in message
     # The server still answers afterwards.
     assert raw_get(herald_server, app1, "/channels/c").json() == {"occupied": False}
+
+
+# -- issue 9: names ending in a newline, JSON 404s ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["pub\n", "private-x\n", "presence-x\n"])
+def test_a_channel_name_ending_in_a_newline_is_refused(herald_server: HeraldProcess, app1: App, name: str) -> None:
+    resp = raw_post(herald_server, app1, "/events", {"name": "e", "data": "{}", "channel": name})
+    status, message = error_of(resp)
+    assert status == 400 and "may only contain" in message
+
+
+def test_users_of_a_channel_name_ending_in_a_newline_is_refused(herald_server: HeraldProcess, app1: App) -> None:
+    resp = httpx.get(signed_url(herald_server, "GET", app1, "/channels/presence-x%0A/users"))
+    assert error_of(resp)[0] == 400
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/users//terminate_connections"), ("GET", "/nothing/here"),
+                                              ("DELETE", "/apps")])
+def test_unknown_paths_get_a_json_404(herald_server: HeraldProcess, method: str, path: str) -> None:
+    resp = httpx.request(method, f"{herald_server.http_url}{path}")
+    assert resp.status_code == 404
+    assert resp.headers["content-type"] == "application/json"
+    assert error_of(resp) == (404, f"Unknown API endpoint: {method} {path}")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pusher
 import pytest
 
 from tests.authserver import AuthServer
@@ -356,3 +357,30 @@ async def test_pusherjs_presence_over_member_limit(
     assert error["data"]["type"] == "LimitReached"
     assert error["data"]["status"] == 4100
     assert clients[2].state == "connected"
+
+
+# ---- user ids beyond 64 bits (issue 9) ------------------------------------------------------------
+
+
+async def test_integer_user_ids_beyond_64_bits_stay_distinct_and_exact(herald_server: HeraldProcess) -> None:
+    """2**70 and 2**70 + 1 are two members (a 64-bit float would make them one), sent back digit for
+    digit in rosters, member events and `/users`."""
+    channel = unique("presence-big")
+    big, bigger = 2**70, 2**70 + 1
+    async with raw_connect(herald_server.port, KEY) as a, raw_connect(herald_server.port, KEY) as b:
+        for client, user in ((a, big), (b, bigger)):
+            channel_data = f'{{"user_id":{user}}}'
+            await client.subscribe(channel, channel_auth(KEY, SECRET, client.socket_id, channel, channel_data),
+                                   channel_data)
+            msg = await client.expect("pusher_internal:subscription_succeeded", channel)
+        assert str(bigger) in msg["data"] and str(big) in msg["data"]
+        assert decoded(msg)["presence"]["count"] == 2
+        added = await a.expect("pusher_internal:member_added", channel)
+        assert added["data"] == f'{{"user_id":{bigger},"user_info":null}}'
+        sdk = pusher.Pusher(app_id="1", key=KEY, secret=SECRET, host="127.0.0.1", port=herald_server.port,
+                                ssl=False)
+        users = sdk.users_info(channel)["users"]
+        assert sorted(u["id"] for u in users) == [str(big), str(bigger)]
+        await b.close()
+        removed = await a.expect("pusher_internal:member_removed", channel)
+        assert removed["data"] == f'{{"user_id":{bigger}}}'

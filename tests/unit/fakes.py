@@ -16,6 +16,7 @@ from gateway.handler import ProtocolHandler
 from gateway.hub import Hub
 from shared.apps.config import AppConfig
 from shared.backend import Backend, memory_backend
+from shared.state.base import Occupancy
 
 # Credentials and socket of the published signature test vectors (private, presence, sign-in).
 VECTOR_KEY = "278d425bdf160c739803"
@@ -185,9 +186,10 @@ class GatedOccupancy:
         self.inner = inner
         self.gate = gate
 
-    async def add(self, app_id: str, channel: str, socket_id: str) -> int:
+    async def add(self, app_id: str, channel: str, socket_id: str) -> Occupancy:
         await self.gate.wait()
-        return int(await self.inner.add(app_id, channel, socket_id))
+        result: Occupancy = await self.inner.add(app_id, channel, socket_id)
+        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

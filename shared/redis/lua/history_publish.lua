@@ -3,8 +3,12 @@
 -- ARGV[1]: the channel's bus topic (TOPIC), ARGV[2]: events kept, ARGV[3]: TTL in milliseconds,
 -- ARGV[4]: epoch for a history that does not exist yet, ARGV[5]: the envelope without its position
 -- (msgpack; appending the packed position completes it), ARGV[6]: '1' to SPUBLISH (Redis Cluster)
+-- KEYS[2], ARGV[7] (single Redis, the HTTP API's publishes): a guard key (PREFIX:boot) and the value it
+-- must hold; when it doesn't (Redis restarted, shared/bus/base.py PublishGuard), nothing is kept or
+-- published and the script returns false
 -- Stream ids are the positions: "<epoch>-<offset>", the epoch kept from the latest entry.
 -- Returns the event's position.
+if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[7] then return false end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local id
 if last[1] then

@@ -7,8 +7,9 @@ of that server, which only this module's tests do, inside one test at a time.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -16,7 +17,9 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from shared.state.base import Member, StoreUnavailable, Transitions
+from shared.bus.redis_impl import RedisBus
+from shared.redis.connection import RedisConnector, parse_redis_url
+from shared.state.base import ChannelChange, ClusterResyncing, Member, MemberChange, StoreUnavailable, Transitions
 from shared.state.redis_impl import (
     RedisConnectionStore,
     RedisOccupancyStore,
@@ -68,7 +71,7 @@ class Cluster:
     clock: ManualClock = field(default_factory=lambda: ManualClock(start=1_700_000_000.0))
 
     def node(self, node_id: str) -> Node:
-        lease = RedisNode(self.client, self.prefix, node_id, lease_s=LEASE_S, clock=self.clock, recovery_grace_s=0)
+        lease = RedisNode(self.client, self.prefix, node_id, lease_s=LEASE_S, clock=self.clock)
         return Node(lease)
 
     async def keys_of(self, node_id: str) -> list[bytes]:
@@ -86,6 +89,16 @@ def reaper_metrics() -> dict[str, float]:
             for n in names}
 
 
+def channels(changes: list[ChannelChange]) -> list[str]:
+    assert all(c.stamp > 0 for c in changes), changes  # every transition is stamped
+    return [c.channel for c in changes]
+
+
+def members(changes: list[MemberChange]) -> list[tuple[str, Member]]:
+    assert all(c.stamp > 0 for c in changes), changes
+    return [(c.channel, c.member) for c in changes]
+
+
 async def test_reaping_a_node_reports_vacated_removed_offline_and_counts(cluster: Cluster) -> None:
     dead, survivor = cluster.node("dead"), cluster.node("alive")
     await dead.occupancy.add(APP, "news", "1.1")
@@ -99,8 +112,8 @@ async def test_reaping_a_node_reports_vacated_removed_offline_and_counts(cluster
     await survivor.lease.reap_node("dead")
 
     [t] = survivor.take()
-    assert t.vacated == ["news"] and t.occupied == []
-    assert t.removed == [("presence-x", Member("u1", {"n": 1}))]
+    assert channels(t.vacated) == ["news"] and t.occupied == []
+    assert members(t.removed) == [("presence-x", Member("u1", {"n": 1}))]
     assert t.offline == ["u1"] and t.online == []
     assert sorted(t.counts) == [("news", 0), ("shared", 1)]
     assert await survivor.occupancy.counts(APP, ["news", "shared"]) == [0, 1]
@@ -127,7 +140,7 @@ async def test_only_an_expired_lease_is_reaped(cluster: Cluster) -> None:
     await b.lease.heartbeat()
     await b.lease.reap()
     [t] = b.take()
-    assert t.removed == [("presence-room", Member("alice"))] and t.vacated == ["presence-room"]
+    assert members(t.removed) == [("presence-room", Member("alice"))] and channels(t.vacated) == ["presence-room"]
     assert await b.presence.members(APP, "presence-room") == []
 
 
@@ -143,7 +156,7 @@ async def test_one_reaper_at_a_time_reports_each_transition_once(cluster: Cluste
     await b.lease.reap()
     await c.lease.reap()  # b holds the reaper lock: c does nothing
     await b.lease.reap()  # the dead node is gone: nothing left to report
-    assert [t.vacated for t in b.take()] == [["news"]]
+    assert [channels(t.vacated) for t in b.take()] == [["news"]]
     assert c.take() == []
     after = reaper_metrics()
     # Two passes by the lock holder (c's attempt is not a run), one node with one member and one user.
@@ -166,8 +179,10 @@ async def test_a_node_reaped_while_partitioned_re_registers_what_it_holds(cluste
     # Its next heartbeat finds it was removed: it writes back what its sockets still hold.
     await cut_off.lease.heartbeat()
     [back] = cut_off.take()
-    assert back.occupied == ["news"]
-    assert back.added == [("presence-room", Member("alice", {"a": 1}))] and back.online == ["alice"]
+    assert channels(back.occupied) == ["news"]
+    assert members(back.added) == [("presence-room", Member("alice", {"a": 1}))] and back.online == ["alice"]
+    # Each addition follows the reaper's removal, which it names (their webhooks pair up).
+    assert back.added[0].after == reaped.removed[0].stamp and back.occupied[0].after == reaped.vacated[0].stamp
     assert await reaper.occupancy.counts(APP, ["news"]) == [1]
     assert await reaper.presence.members(APP, "presence-room") == [Member("alice", {"a": 1})]
     assert await reaper.users.online(APP, ["alice"]) == [True]
@@ -220,8 +235,8 @@ async def test_leaves_that_failed_during_an_outage_are_reported_after_it(client:
     await node.lease.heartbeat()
 
     [t] = node.take()
-    assert t.vacated == ["presence-room"]
-    assert t.removed == [("presence-room", Member("bob"))]
+    assert channels(t.vacated) == ["presence-room"]
+    assert members(t.removed) == [("presence-room", Member("bob"))]
     assert t.offline == ["bob"]
     await node.lease.heartbeat()
     assert node.take() == []  # settled once
@@ -234,6 +249,113 @@ async def test_a_clean_stop_leaves_nothing_behind(cluster: Cluster) -> None:
     await node.presence.join(APP, "presence-room", "1.1", Member("alice"), 100)
     await node.lease.stop_node()
     [t] = node.take()
-    assert t.vacated == ["news"] and t.removed == [("presence-room", Member("alice"))]
+    assert channels(t.vacated) == ["news"] and members(t.removed) == [("presence-room", Member("alice"))]
     assert await other.occupancy.channels(APP) == {}
     assert await cluster.keys_of("n1") == []
+
+
+# -- records whatever bytes they hold (issue 9, defect 4) ----------------------------------------
+
+ODD_CHANNELS = ["presence-x\n", "presence-x", "presence-1:x", "presence-x\n\n"]
+ODD_USERS = ["\nbob", "bob\n", "3:z", "x\ny"]
+
+
+async def test_records_stay_apart_whatever_bytes_channels_and_users_hold(client: Redis, cluster: Cluster) -> None:
+    """A node's presence records name channel and user unambiguously: with newlines and colons in
+    both, a node writing its records back into an emptied Redis puts every member back where it was,
+    and a reaped member leaves exactly its own channel."""
+    dead, survivor = cluster.node("dead"), cluster.node("alive")
+    await dead.lease.heartbeat()
+    await survivor.lease.heartbeat()
+    pairs = [(ch, user) for ch in ODD_CHANNELS for user in ODD_USERS]
+    for i, (ch, user) in enumerate(pairs):
+        assert (await dead.presence.join(APP, ch, f"1.{i}", Member(user), 100)).added
+    assert (await survivor.presence.join(APP, "presence-x", "2.1", Member("carol"), 100)).added
+
+    await client.delete(*[k async for k in client.scan_iter(f"{cluster.prefix}:*")])  # Redis lost it all
+    for node in (dead, survivor):
+        await node.lease.heartbeat()
+    for ch in ODD_CHANNELS:
+        keys = sorted(m.key for m in await survivor.presence.members(APP, ch))
+        assert keys == sorted([*ODD_USERS, *(["carol"] if ch == "presence-x" else [])]), repr(ch)
+
+    survivor.take()
+    await survivor.lease.reap_node("dead")
+    [t] = survivor.take()
+    assert sorted((c.channel, c.member.key) for c in t.removed) == sorted(pairs)
+    assert await survivor.presence.members(APP, "presence-x") == [Member("carol")]
+    for ch in ODD_CHANNELS:
+        if ch != "presence-x":
+            assert await survivor.presence.members(APP, ch) == [], repr(ch)
+
+
+# -- Redis restarts: the boot gate (issue 9, defect 5) -------------------------------------------
+
+
+@dataclass
+class GatedNode:
+    lease: RedisNode
+    bus: RedisBus
+    resynced: int = 0
+
+
+async def gated(client: Redis, redis_url: str, prefix: str, node_id: str, grace_s: float) -> GatedNode:
+    bus = RedisBus(RedisConnector(parse_redis_url(redis_url)), prefix, client, cluster=False)
+    await bus.start()
+    lease = RedisNode(client, prefix, node_id, lease_s=LEASE_S, bus=bus, boot_gate=True, boot_grace_s=grace_s)
+    node = GatedNode(lease, bus)
+
+    async def count() -> None:
+        node.resynced += 1
+
+    lease.add_resynced_listener(count)
+    await lease.heartbeat()
+    await lease.check_cluster()
+    return node
+
+
+async def test_a_restart_closes_the_gate_until_every_live_node_has_re_synced(client: Redis, redis_url: str) -> None:
+    prefix = f"g{uuid.uuid4().hex[:8]}"
+    a = await gated(client, redis_url, prefix, "a", grace_s=0.3)
+    b = await gated(client, redis_url, prefix, "b", grace_s=0.3)
+    try:
+        assert await a.lease.check_cluster() and a.lease.cluster_synced
+        guard = a.lease.publish_guard()
+        assert guard is not None and guard.value == a.lease.boot == b.lease.boot
+        await a.lease.confirm_synced()
+
+        # Redis restarts empty: the boot is gone; reads answered from it are refused.
+        await client.delete(*[k async for k in client.scan_iter(f"{prefix}:*")])
+        with pytest.raises(ClusterResyncing):
+            await a.lease.confirm_synced()
+        assert not a.lease.cluster_synced
+        with pytest.raises(ClusterResyncing):
+            a.lease.publish_guard()
+
+        # a notices first and re-syncs; the cluster is not synced while b has not.
+        await a.lease.watch_boot()
+        await a.lease.heartbeat()
+        new_boot = a.lease.boot
+        assert new_boot is not None and new_boot != guard.value
+        assert not await a.lease.check_cluster()
+        await asyncio.sleep(0.05)
+        assert a.resynced == 0  # its rosters are re-read only once the whole cluster is synced
+        await b.lease.watch_boot()
+        await b.lease.heartbeat()
+        assert b.lease.boot == new_boot
+        # ... and not before the grace after a restart has passed.
+        await asyncio.sleep(0.35)
+        assert await a.lease.check_cluster() and await b.lease.check_cluster()
+        guard = a.lease.publish_guard()
+        assert guard is not None and guard.value == new_boot
+        # Then (not before) each node re-reads what it built from events (the gateway's rosters).
+        await asyncio.wait_for(_until(lambda: a.resynced == 1 and b.resynced == 1), 5)
+    finally:
+        for node in (a, b):
+            await node.lease.stop_node()
+            await node.bus.close()
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.01)

@@ -59,14 +59,24 @@ async def test_connections_close_unknown_and_count_unknown_app(backend: Backend,
 
 async def test_occupancy_transitions(backend: Backend, app_id: str) -> None:
     occ = backend.occupancy
-    assert await occ.add(app_id, "my-channel", "1.1") == 1  # became occupied
-    assert await occ.add(app_id, "my-channel", "2.2") == 2
+    first = await occ.add(app_id, "my-channel", "1.1")
+    assert first.count == 1 and first.occupied("my-channel")  # became occupied
+    second = await occ.add(app_id, "my-channel", "2.2")
+    assert second.count == 2 and not second.stamp
     assert await occ.counts(app_id, ["my-channel"]) == [2]
-    assert await occ.remove(app_id, "my-channel", "1.1") == 1
-    assert await occ.remove(app_id, "my-channel", "2.2") == 0  # vacated
+    assert (await occ.remove(app_id, "my-channel", "1.1")).count == 1
+    vacated = await occ.remove(app_id, "my-channel", "2.2")
+    assert vacated.count == 0 and vacated.vacated("my-channel")
     assert await occ.counts(app_id, ["my-channel"]) == [0]
     assert await occ.channels(app_id) == {}
-    assert await occ.add(app_id, "my-channel", "3.3") == 1  # occupied again
+    again = await occ.add(app_id, "my-channel", "3.3")  # occupied again, right after the vacate
+    assert again.count == 1 and again.after == vacated.stamp
+    assert first.stamp < vacated.stamp < again.stamp
+
+
+async def test_occupancy_remove_of_nothing_is_no_vacate(backend: Backend, app_id: str) -> None:
+    gone = await backend.occupancy.remove(app_id, "never", "1.1")
+    assert gone.count == 0 and gone.vacated("never") is None
 
 
 async def test_occupancy_counts_unknown_channels_as_zero(backend: Backend, app_id: str) -> None:
@@ -96,11 +106,11 @@ async def test_occupancy_is_per_app_and_keeps_odd_names(backend: Backend, app_id
     occ = backend.occupancy
     other = f"{app_id}-other"
     odd = "private-a;b=c@d,e.f_g-h"
-    assert await occ.add(app_id, odd, "1.1") == 1
-    assert await occ.add(other, odd, "1.1") == 1
+    assert (await occ.add(app_id, odd, "1.1")).count == 1
+    assert (await occ.add(other, odd, "1.1")).count == 1
     assert await occ.channels(app_id) == {odd: 1}
     assert await occ.channels(app_id, "private-a;b=") == {odd: 1}
-    assert await occ.remove(other, odd, "1.1") == 0
+    assert (await occ.remove(other, odd, "1.1")).count == 0
     assert await occ.counts(app_id, [odd]) == [1]
 
 
@@ -129,11 +139,11 @@ async def test_presence_removed_only_for_a_users_last_connection(backend: Backen
     await pres.join(app_id, "presence-r", "1.1", alice, 100)
     await pres.join(app_id, "presence-r", "2.2", alice, 100)
     await pres.join(app_id, "presence-r", "3.3", bob, 100)
-    assert await pres.leave(app_id, "presence-r", "1.1", alice) is False
+    assert await pres.leave(app_id, "presence-r", "1.1", alice) == 0
     assert await pres.members(app_id, "presence-r") == [alice, bob]
-    assert await pres.leave(app_id, "presence-r", "2.2", alice) is True
+    assert await pres.leave(app_id, "presence-r", "2.2", alice) > 0
     assert await pres.members(app_id, "presence-r") == [bob]
-    assert await pres.leave(app_id, "presence-r", "3.3", bob) is True
+    assert await pres.leave(app_id, "presence-r", "3.3", bob) > 0
     assert await pres.members(app_id, "presence-r") == []
     assert await pres.user_counts(app_id, ["presence-r"]) == [0]
 
@@ -145,8 +155,8 @@ async def test_presence_user_ids_compare_by_string_form(backend: Backend, app_id
     text = await pres.join(app_id, "presence-r", "2.2", Member("10", {"n": 2}), 100)
     assert number.added and not text.added
     assert await pres.user_counts(app_id, ["presence-r"]) == [1]
-    assert await pres.leave(app_id, "presence-r", "1.1", Member(10, {"n": 1})) is False
-    assert await pres.leave(app_id, "presence-r", "2.2", Member("10", {"n": 2})) is True
+    assert await pres.leave(app_id, "presence-r", "1.1", Member(10, {"n": 1})) == 0
+    assert await pres.leave(app_id, "presence-r", "2.2", Member("10", {"n": 2})) > 0
 
 
 async def test_presence_keeps_user_id_and_info_as_sent(backend: Backend, app_id: str) -> None:
@@ -211,9 +221,9 @@ async def test_presence_full_refusal_of_an_empty_channel(backend: Backend, app_i
 
 async def test_presence_leave_of_unknown_user_or_channel(backend: Backend, app_id: str) -> None:
     pres = backend.presence
-    assert await pres.leave(app_id, "presence-nobody", "1.1", member("a")) is False
+    assert await pres.leave(app_id, "presence-nobody", "1.1", member("a")) == 0
     await pres.join(app_id, "presence-r", "1.1", member("a"), 100)
-    assert await pres.leave(app_id, "presence-r", "2.2", member("b")) is False
+    assert await pres.leave(app_id, "presence-r", "2.2", member("b")) == 0
     assert await pres.members(app_id, "presence-r") == [member("a")]
 
 
@@ -260,16 +270,40 @@ async def test_presence_concurrent_joins_see_each_transition_once(backend: Backe
     leaves = await asyncio.gather(
         *(pres.leave(app_id, "presence-r", f"{i}.1", alice) for i in range(concurrency))
     )
-    assert sum(leaves) == 1
+    assert sum(1 for stamp in leaves if stamp) == 1
     assert await pres.members(app_id, "presence-r") == []
 
 
 async def test_occupancy_concurrent_adds_see_each_transition_once(backend: Backend, app_id: str) -> None:
     occ = backend.occupancy
     adds = await asyncio.gather(*(occ.add(app_id, "c", f"{i}.1") for i in range(20)))
-    assert sorted(adds) == list(range(1, 21))
+    assert sorted(a.count for a in adds) == list(range(1, 21))
+    assert sum(1 for a in adds if a.stamp) == 1
     removes = await asyncio.gather(*(occ.remove(app_id, "c", f"{i}.1") for i in range(20)))
-    assert sorted(removes) == list(range(20))
+    assert sorted(r.count for r in removes) == list(range(20))
+    assert sum(1 for r in removes if r.stamp) == 1
+
+
+async def test_presence_transitions_are_stamped_in_order(backend: Backend, app_id: str) -> None:
+    """One clock per app orders every presence transition and roster, whichever node makes them; an
+    addition names the recent removal it follows (which pairs their webhooks)."""
+    pres = backend.presence
+    alice, bob = member("alice"), member("bob")
+    joined = await pres.join(app_id, "presence-r", "1.1", alice, 100)
+    again = await pres.join(app_id, "presence-r", "2.2", alice, 100)
+    bob_joined = await pres.join(app_id, "presence-r", "3.3", bob, 100)
+    assert joined.after == 0  # no recent removal
+    assert 0 < joined.stamp < again.stamp < bob_joined.stamp
+    removed = await pres.leave(app_id, "presence-r", "1.1", alice)
+    assert removed == 0
+    removed = await pres.leave(app_id, "presence-r", "2.2", alice)
+    assert removed > bob_joined.stamp
+    roster = await pres.roster(app_id, "presence-r")
+    assert roster.members == [bob] and roster.stamp > removed
+    back = await pres.join(app_id, "presence-r", "4.4", alice, 100)
+    assert back.added and back.after == removed and back.stamp > roster.stamp
+    # Other users and channels have their own removal records.
+    assert (await pres.join(app_id, "presence-other", "5.5", alice, 100)).after == 0
 
 
 async def test_connections_concurrent_opens_respect_the_limit(backend: Backend, app_id: str) -> None:
@@ -351,3 +385,16 @@ async def test_cache_event_expires_after_its_ttl(backend: Backend, app_id: str) 
     while await backend.cache.get(app_id, "cache-short") is not None:
         assert loop.time() < deadline, "cached event did not expire"
         await asyncio.sleep(0.05)
+async def test_presence_keeps_integer_ids_beyond_64_bits_apart(backend: Backend, app_id: str) -> None:
+    import orjson
+
+    from shared.protocol.users import loads_exact
+
+    big, bigger = (Member(loads_exact(str(n))) for n in (2**70, 2**70 + 1))
+    assert isinstance(big.user_id, orjson.Fragment)
+    assert (await backend.presence.join(app_id, "presence-r", "1.1", big, 100)).added
+    assert (await backend.presence.join(app_id, "presence-r", "2.2", bigger, 100)).added
+    keys = sorted(m.key for m in await backend.presence.members(app_id, "presence-r"))
+    assert keys == [str(2**70), str(2**70 + 1)]
+    roster = await backend.presence.roster(app_id, "presence-r")
+    assert sorted(orjson.dumps(m.user_id) for m in roster.members) == [b"%d" % 2**70, b"%d" % (2**70 + 1)]

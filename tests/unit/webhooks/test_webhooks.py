@@ -705,3 +705,89 @@ async def test_reconnect_cancels_a_vacate_even_when_no_webhook_takes_occupied() 
     await client.unsubscribe("news")
     await client.subscribe("news")
     assert queued == ["channel_occupied", "channel_vacated", "channel_occupied"]
+
+
+# -- pairing by transition order (issue 9: two nodes changing a channel in the same millisecond) ---
+
+MS_US = 1000  # stamps are microseconds
+
+
+async def test_an_occupy_that_arrives_before_its_vacate_cancels_both(
+    store: JobStore, sender: FakeSender, clock: WallClock
+) -> None:
+    """Node A vacates (stamp v) and node B re-occupies (stamp v + 1 ms, after v) at about the same time;
+    B's enqueue reaches the queue first. Neither webhook is sent, as if they had arrived in order."""
+    app = make_app()
+    queue = make_queue(store, sender, clock, app)
+    v = clock.ms * MS_US
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_OCCUPIED, "room", stamp=v - 5000),
+                              WebhookEvent(MEMBER_ADDED, "presence-room", user_id="al", stamp=v - 4000)])
+    await queue.run_due()
+    sender.sent.clear()
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_OCCUPIED, "room", stamp=v + 1000, after=v),
+                              WebhookEvent(MEMBER_ADDED, "presence-room", user_id="al", stamp=v + 1001,
+                                           after=v + 1)])
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_VACATED, "room", stamp=v),
+                              WebhookEvent(MEMBER_REMOVED, "presence-room", user_id="al", stamp=v + 1)])
+    clock.advance(10)
+    assert await queue.run_due() == 0
+    assert sender.sent == []
+    assert await store.pending(app.id) == 0
+
+
+async def test_an_occupy_pairs_only_with_the_vacate_it_follows(
+    store: JobStore, sender: FakeSender, clock: WallClock
+) -> None:
+    """Arriving in order, the pair still cancels; an occupy naming another vacate leaves the pending
+    one alone (it is not this occupy's partner)."""
+    app = make_app()
+    queue = make_queue(store, sender, clock, app)
+    v = clock.ms * MS_US
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_VACATED, "a", stamp=v)])
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_OCCUPIED, "a", stamp=v + 10, after=v)])
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_VACATED, "b", stamp=v + 20)])
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_OCCUPIED, "b", stamp=v + 40, after=v + 30)])
+    # ... and that vacate of b (v + 30) comes late: it is dropped, its occupy was withheld.
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_VACATED, "b", stamp=v + 30)])
+    clock.advance(3)
+    await queue.run_due()
+    assert [(e["name"], e["channel"]) for e in sender.events()] == [(CHANNEL_VACATED, "b")]
+
+
+async def test_an_occupy_long_after_its_vacate_is_sent(store: JobStore, sender: FakeSender, clock: WallClock) -> None:
+    """More than the delay apart, an occupy and its vacate are both real: both sent, in order."""
+    app = make_app()
+    queue = make_queue(store, sender, clock, app)
+    v = clock.ms * MS_US
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_VACATED, "room", stamp=v)])
+    clock.advance(3)
+    await queue.run_due()
+    clock.advance(1)
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_OCCUPIED, "room", stamp=v + 4_000_000, after=v)])
+    await queue.run_due()
+    assert names(sender.events()) == [CHANNEL_VACATED, CHANNEL_OCCUPIED]
+
+
+async def test_an_occupy_after_a_claimed_vacate_is_sent(store: JobStore, sender: FakeSender, clock: WallClock) -> None:
+    app = make_app()
+    queue = make_queue(store, sender, clock, app)
+    v = clock.ms * MS_US
+    await queue.enqueue(app, [WebhookEvent(MEMBER_REMOVED, "presence-r", user_id=5, stamp=v)])
+    clock.advance(3)
+    await queue.run_due()
+    await queue.enqueue(app, [WebhookEvent(MEMBER_ADDED, "presence-r", user_id=5, stamp=v + 2_900_000, after=v)])
+    await queue.run_due()
+    assert names(sender.events()) == [MEMBER_REMOVED, MEMBER_ADDED]
+
+
+async def test_an_occupy_on_a_webhook_without_vacates_is_not_held_back(
+    store: JobStore, sender: FakeSender, clock: WallClock
+) -> None:
+    """The vacate it follows never reaches the queue for this webhook, so there is nothing to wait for."""
+    app = make_app([WebhookConfig(HOOK, (CHANNEL_OCCUPIED,))])
+    queue = make_queue(store, sender, clock, app)
+    v = clock.ms * MS_US
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_VACATED, "room", stamp=v)])
+    await queue.enqueue(app, [WebhookEvent(CHANNEL_OCCUPIED, "room", stamp=v + 5, after=v)])
+    await queue.run_due()
+    assert names(sender.events()) == [CHANNEL_OCCUPIED]
