@@ -20,8 +20,18 @@ ensure_system_packages() {
 }
 
 # The tests also need: docker-compose (Debian's) for tests/deploy/test_compose.py when a Docker
-# engine is there (the local-docker script installs docker.io and starts it).
+# engine is there (the local-docker script installs docker.io and starts it), and iproute2 (`ip`) for
+# the network-namespace partition scenario of tests/reliability (skipped with the reason without it).
 ensure_test_packages() {
+  if ! command -v ip >/dev/null; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+      echo "installing iproute2" >&2
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+    else
+      echo "iproute2 is missing: the partition scenario of tests/reliability will be skipped" >&2
+    fi
+  fi
   if command -v docker >/dev/null && ! command -v docker-compose >/dev/null; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
       echo "installing docker-compose" >&2

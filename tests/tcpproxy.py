@@ -1,23 +1,30 @@
-"""A small TCP load balancer for cluster tests: new connections go to the first backend that
-accepts, so clients of a killed gateway reconnect to a live one, as behind a Kubernetes Service.
-With `check_ready`, only to a backend whose GET /ready answers 200 (a Service routes to ready pods
-only, so a draining gateway gets no new connections).
+"""TCP proxies for cluster tests.
+
+`FailoverProxy`: a small load balancer; new connections go to the first backend that accepts (or, with
+`rotate`, the next one in turn that accepts), so clients of a killed gateway reconnect to a live one, as
+behind a Kubernetes Service. With `check_ready`, only to a backend whose GET /ready answers 200 (a
+Service routes to ready pods only, so a draining gateway gets no new connections).
 
 `cut()` stands for a network that stops carrying packets: open connections stay open but nothing goes
 through them any more, and new ones are accepted but not forwarded. `resume()` heals it: the cut
 connections are closed (their clients have given up on them by then) and the waiting ones go through.
+
+`DelayProxy`: a slow link to one backend (e.g. one gateway's link to Redis).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 
 class FailoverProxy:
-    def __init__(self, backends: list[int], check_ready: bool = False) -> None:
+    def __init__(self, backends: list[int], check_ready: bool = False, rotate: bool = False) -> None:
         self.backends = list(backends)
         self.check_ready = check_ready
+        self.rotate = rotate
+        self._next = 0
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -58,7 +65,11 @@ class FailoverProxy:
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         await self._flowing.wait()  # a connection made during a cut waits for the network to heal
-        for port in self.backends:
+        order = self.backends
+        if self.rotate:
+            self._next = (self._next + 1) % len(order)
+            order = order[self._next:] + order[:self._next]
+        for port in order:
             if self.check_ready and not await _ready(port):
                 continue
             try:
@@ -107,3 +118,72 @@ async def _ready(port: int) -> bool:
         return False
     finally:
         writer.close()
+
+
+class DelayProxy:
+    """A TCP proxy to one backend that delays every byte by `delay_s` in each direction (order and
+    throughput kept): a slow network link, e.g. between one gateway and Redis."""
+
+    def __init__(self, backend_port: int, delay_s: float, host: str = "127.0.0.1") -> None:
+        self.backend_port = backend_port
+        self.delay_s = delay_s
+        self.host = host
+        self.server: asyncio.base_events.Server | None = None
+        self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> DelayProxy:
+        self.server = await asyncio.start_server(self._handle, self.host, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await task
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection(self.host, self.backend_port)
+        except OSError:
+            client_w.close()
+            return
+        self._spawn(self._pipe(client_r, up_w))
+        self._spawn(self._pipe(up_r, client_w))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    break
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+
+        sender = asyncio.create_task(deliver())
+        try:
+            while data := await reader.read(65536):
+                queue.put_nowait((loop.time() + self.delay_s, data))
+            queue.put_nowait((0.0, b""))
+            await sender
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            sender.cancel()
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.close()
