@@ -200,9 +200,9 @@ class Node:
         if gw is None:
             return
         metrics.DRAINING.set(1)
+        gw.accepting = False  # before the early return too: no new socket may slip in during shutdown
         if not gw.connections:
             return
-        gw.accepting = False
         conns = list(gw.connections.values())
         random.shuffle(conns)
         batches = max(1, min(len(conns), int(self.settings.drain_s * 10)))

@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -221,6 +222,9 @@ class RedisNode:
         self.failed_pres: dict[tuple[str, str, str], Member] = {}
         self.failed_users: set[tuple[str, str]] = set()
         self._healthy = False
+        # No reaping before this (wall clock): after an outage every lease has run out, and the node
+        # that gets back first must not reap the others before they have had one lease to renew.
+        self._reap_not_before = 0.0
         # Reachability facts for /ready and metrics; the heartbeat reports the command side, the bus
         # its subscriber connections.
         self.health = health if health is not None else RedisHealth()
@@ -399,7 +403,7 @@ class RedisNode:
             except (RedisError, OSError, StoreUnavailable) as exc:
                 if self._stopping:
                     return
-                self.health.report(COMMANDS, False)
+                self.outage_seen()
                 if self._healthy:
                     log.warning("Redis unavailable (%s); node state will be re-synced", exc)
                 self._healthy = False
@@ -447,6 +451,8 @@ class RedisNode:
                 pipe.pexpire(self._key("synced"), self.key_ttl_ms)
             results = await pipe.execute()
         self.health.report(COMMANDS, True)
+        if self._reap_not_before == math.inf:
+            self._reap_not_before = self.clock() + self.lease_s
         self._registered_apps = set(self.mirror)
         running = self._resync_task is not None and not self._resync_task.done()
         if running:
@@ -667,8 +673,19 @@ class RedisNode:
             except Exception:
                 log.warning("transitions listener failed", exc_info=True)
 
+    def outage_seen(self) -> None:
+        """Redis could not be reached: hold the reaper until one lease after it can be again."""
+        self.health.report(COMMANDS, False)
+        self._reap_not_before = math.inf
+
     async def reap(self) -> None:
-        """If this node holds the reaper lock, remove every node whose lease expired."""
+        """If this node holds the reaper lock, remove every node whose lease expired.
+
+        Not within one lease after this node's own outage: the others' leases ran out during it too
+        (a Redis failover takes longer than a lease), and they renew them once they reach Redis again.
+        """
+        if self.clock() < self._reap_not_before:
+            return
         lock_key = f"{self.prefix}:reaper"
         lock_ms = int(max(self.reaper_interval_s * 2, 1) * 1000)
         got = await self.client.set(lock_key, self.node_id, nx=True, px=lock_ms)

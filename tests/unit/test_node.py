@@ -32,6 +32,8 @@ def test_liveness_and_readiness_until_drained() -> None:
         drained = client.get("/ready")
         assert (drained.status_code, drained.json()) == (503, {"ready": False})
         assert client.get("/").status_code == 200
+        # Even with no socket to close, new handshakes are refused from now on.
+        assert node.gateway is not None and not node.gateway.accepting
 
 
 def test_drain_progress_metrics() -> None:

@@ -144,6 +144,35 @@ async def test_only_an_expired_lease_is_reaped(cluster: Cluster) -> None:
     assert await b.presence.members(APP, "presence-room") == []
 
 
+async def test_after_an_outage_longer_than_the_lease_live_nodes_are_not_reaped(cluster: Cluster) -> None:
+    clock = cluster.clock
+    a, b = cluster.node("a"), cluster.node("b")
+    await a.lease.heartbeat()
+    await b.lease.heartbeat()
+    assert (await a.presence.join(APP, "presence-room", "1.1", Member("alice"), 100)).added
+
+    # Redis is away (a failover) longer than a lease: nobody can renew.
+    a.lease.outage_seen()
+    b.lease.outage_seen()
+    clock.advance(LEASE_S + 5)
+    await b.lease.heartbeat()  # b reaches Redis first; a's lease has run out meanwhile
+    await b.lease.reap()
+    assert b.take() == []  # a gets one lease to renew before it counts as dead
+    clock.advance(1)
+    await a.lease.heartbeat()
+    clock.advance(LEASE_S - 2)
+    await b.lease.heartbeat()
+    await b.lease.reap()
+    assert b.take() == []
+    assert await b.presence.members(APP, "presence-room") == [Member("alice")]
+
+    clock.advance(LEASE_S)  # now a really stops renewing: it is reaped as usual
+    await b.lease.heartbeat()
+    await b.lease.reap()
+    [t] = b.take()
+    assert members(t.removed) == [("presence-room", Member("alice"))]
+
+
 async def test_one_reaper_at_a_time_reports_each_transition_once(cluster: Cluster) -> None:
     clock = cluster.clock
     dead, b, c = cluster.node("dead"), cluster.node("b"), cluster.node("c")
