@@ -340,32 +340,27 @@ class PublisherConnection:
             raise BusUnavailable(f"cannot reach Redis at {self.connector.describe_target(None)}: {exc}") from exc
         username, password = self.connector.auth
         if password:
-            fut = asyncio.get_running_loop().create_future()
-            self._waiting.append(fut)
-            protocol.transport.write(encode_command(b"AUTH", *[a.encode() for a in (username, password) if a]))
-            try:
-                reply = await asyncio.wait_for(fut, self.timeout_s)
-            except (TimeoutError, BusUnavailable) as exc:
-                protocol.transport.abort()
-                raise BusUnavailable("Redis did not answer AUTH") from exc
-            if isinstance(reply, hiredis.ReplyError):
-                protocol.transport.close()
-                raise BusUnavailable(f"Redis AUTH failed: {reply}")
+            await self._setup(protocol, "AUTH", *[a for a in (username, password) if a])
         db = self.connector.settings.db
         if db:
             # PUBLISH ignores databases, but a guarded publish reads its guard key (Bus.publish_many).
-            fut = asyncio.get_running_loop().create_future()
-            self._waiting.append(fut)
-            protocol.transport.write(encode_command(b"SELECT", str(db)))
-            try:
-                reply = await asyncio.wait_for(fut, self.timeout_s)
-            except (TimeoutError, BusUnavailable) as exc:
-                protocol.transport.abort()
-                raise BusUnavailable("Redis did not answer SELECT") from exc
-            if isinstance(reply, hiredis.ReplyError):
-                protocol.transport.close()
-                raise BusUnavailable(f"Redis SELECT {db} failed: {reply}")
+            await self._setup(protocol, "SELECT", str(db))
         self._protocol = protocol
+
+    async def _setup(self, protocol: _PublisherProtocol, command: str, *args: str) -> None:
+        """One command on a new connection before it is used; the connection is dropped if it fails.
+        The error names the command only (AUTH's arguments are secrets)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
+        protocol.transport.write(encode_command(command, *args))
+        try:
+            reply = await asyncio.wait_for(fut, self.timeout_s)
+        except (TimeoutError, BusUnavailable) as exc:
+            protocol.transport.abort()
+            raise BusUnavailable(f"Redis did not answer {command}") from exc
+        if isinstance(reply, hiredis.ReplyError):
+            protocol.transport.close()
+            raise BusUnavailable(f"Redis {command} failed: {reply}")
 
     async def send(self, commands: Sequence[bytes]) -> list[Any]:
         """Write the encoded commands in one go; their replies, in order."""
