@@ -36,10 +36,8 @@ from shared.state.redis_node import (
     CLOCK_KEEP_MS,
     PAIR_WINDOW_MS,
     RedisNode,
-    member_from_json,
-    member_json,
-    presence_field,
 )
+from shared.state.redis_records import member_from_json, member_json, presence_field
 
 CONNECTIONS_OPEN = load_script("connections_open")
 CONNECTIONS_CLOSE = load_script("connections_close")
