@@ -1,4 +1,4 @@
-"""`AppSource` over MySQL or MariaDB (aiomysql, the `herald[mysql]` extra): soketi's `apps` table, read
+"""`AppSource` over MySQL or MariaDB (aiomysql, the `herald-channels[mysql]` extra): soketi's `apps` table, read
 with `SELECT *` so extra columns Herald knows (`allowed_origins`, `cache_ttl_s`, ...) are used too."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class MysqlAppSource:
         try:
             import aiomysql
         except ImportError:
-            raise ConfigError("MySQL apps need the aiomysql package: pip install 'herald[mysql]'") from None
+            raise ConfigError("MySQL apps need the aiomysql package: pip install 'herald-channels[mysql]'") from None
         self._dict_cursor = aiomysql.DictCursor
         # autocommit: without it a pooled connection keeps one REPEATABLE READ snapshot and never
         # sees later changes to the table.

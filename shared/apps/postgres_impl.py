@@ -1,4 +1,4 @@
-"""`AppSource` over PostgreSQL (asyncpg, the `herald[postgres]` extra): soketi's `apps` table, read
+"""`AppSource` over PostgreSQL (asyncpg, the `herald-channels[postgres]` extra): soketi's `apps` table, read
 with `SELECT *` so extra columns Herald knows (`allowed_origins`, `cache_ttl_s`, ...) are used too."""
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ class PostgresAppSource:
         try:
             import asyncpg
         except ImportError:
-            raise ConfigError("PostgreSQL apps need the asyncpg package: pip install 'herald[postgres]'") from None
+            raise ConfigError("PostgreSQL apps need the asyncpg package: "
+                              "pip install 'herald-channels[postgres]'") from None
         # statement_cache_size=0: works behind PgBouncer in transaction mode too; these are few, cheap queries.
         self._pool = await asyncpg.create_pool(
             self.url, min_size=1, max_size=POOL_MAX_CONNECTIONS, timeout=CONNECT_TIMEOUT_S,
