@@ -40,6 +40,8 @@ from typing import Any
 import httptools
 import orjson
 
+from herald.backlog import Backlog
+
 log = logging.getLogger("herald.http")
 
 # Request line plus headers of one request; far above what any Pusher client or SDK sends.
@@ -131,12 +133,21 @@ class Site:
         self.upgrade_prefix = upgrade_prefix
         shortest = min(limits.header_timeout_s, limits.body_timeout_s, limits.keep_alive_s)
         self.deadlines = Deadlines(max(0.01, min(DEADLINE_SWEEP_S, shortest / 4)))
+        self.backlog = Backlog()
+        self._another: Callable[[], HttpConnection] | None = None
         self._default_src: object = None
         self._default_bytes = b""
 
     def protocol_factory(self) -> Callable[..., HttpConnection]:
         """The `http=` argument of uvicorn.Config."""
         return functools.partial(HttpConnection, site=self)
+
+    def upgraded(self, conn: HttpConnection) -> None:
+        """A WebSocket upgrade was handed over: the backlog takes whatever else waits, with the same
+        protocol."""
+        if self._another is None:
+            self._another = functools.partial(HttpConnection, None, conn.server_state, conn.app_state, site=self)
+        self.backlog.accepted(self._another)
 
     def default_headers(self, server_state: Any) -> bytes:
         """uvicorn's `date`/`server` headers, re-encoded only when uvicorn refreshes them (once a second)."""
@@ -430,6 +441,9 @@ class HttpConnection(asyncio.Protocol):
         # The gateway owns the transport now (and registers the socket with the server).
         self.server_state.connections.discard(self)
         self.phase = _DEAD
+        # A WebSocket arrived: more may be waiting in the listen backlog (a reconnect storm). Plain
+        # HTTP requests don't look: a new connection per request would pay an extra accept call.
+        site.upgraded(self)
 
     # -- the ASGI app, for everything that is not a hot path ---------------------------------------
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -224,6 +225,18 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.node = node
         self._draining: asyncio.Task[None] | None = None
+        # Herald's HTTP protocol for this server; its backlog reads the listening sockets.
+        self.site = node.site(self.server_state)
+        config.http = self.site.protocol_factory()  # type: ignore[assignment]
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        for listening in self.servers:
+            self.site.backlog.listen_on(listening.sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.site.backlog.close()
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining is None and sig in (signal.SIGTERM, signal.SIGINT):
@@ -251,8 +264,6 @@ def run(node: Node, settings: Settings) -> None:
         loop="uvloop",
         timeout_graceful_shutdown=max(5, int(settings.drain_s) + 5),
     )
-    server = DrainingServer(config, node)
-    # uvicorn calls any `http=` factory with (config=, server_state=, app_state=): pinned and tested in
-    # tests/unit/test_uvicorn_contract.py.
-    config.http = node.site(server.server_state).protocol_factory()  # type: ignore[assignment]
-    server.run()
+    # uvicorn calls any `http=` factory with (config=, server_state=, app_state=), and keeps its
+    # listening servers in `servers`: pinned and tested in tests/unit/test_uvicorn_contract.py.
+    DrainingServer(config, node).run()

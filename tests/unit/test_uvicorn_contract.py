@@ -47,6 +47,14 @@ def test_the_protocol_takes_what_uvicorn_passes() -> None:
     assert {"config", "server_state", "app_state", "_loop"} <= set(params)
 
 
+def test_startup_and_shutdown_are_what_the_draining_server_extends() -> None:
+    """herald/server.py's DrainingServer reads `servers` after `startup(sockets)` (the backlog's
+    listening sockets, herald/backlog.py) and closes its duplicates before `shutdown(sockets)`."""
+    for method in (uvicorn.Server.startup, uvicorn.Server.shutdown):
+        assert list(inspect.signature(method).parameters) == ["self", "sockets"], method
+    assert "self.servers" in inspect.getsource(uvicorn.Server.startup)
+
+
 async def test_serves_registers_and_shuts_down_through_uvicorn() -> None:
     """A real uvicorn.Server with Herald's protocol: a request is answered, the connection is in
     `server_state.connections` while open, and uvicorn's shutdown closes it through `shutdown()`."""
