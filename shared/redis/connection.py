@@ -302,7 +302,6 @@ class RedisConnector:
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
         self._ssl_kwargs = self._make_ssl_kwargs()
-        self._ssl_context: ssl.SSLContext | None = None
         # redis-py's own context builder, built once: commands and subscribers verify alike, and no
         # connection builds a context of its own (`_SharedTls`).
         self._tls: RedisSSLContext | None = None
@@ -310,7 +309,7 @@ class RedisConnector:
             _check_readable(settings.tls)
             try:
                 self._tls = RedisSSLContext(**{k[4:]: v for k, v in self._ssl_kwargs.items()})
-                self._ssl_context = self._tls.get()
+                self._tls.get()  # built (and checked) now; `get` keeps it
             except (OSError, ssl.SSLError, RedisError) as exc:
                 raise RedisConfigError(f"unusable Redis TLS files: {exc}") from None
             if settings.tls.insecure:
@@ -333,6 +332,10 @@ class RedisConnector:
             "ssl_cert_reqs": "none" if tls.insecure else "required",
             "ssl_check_hostname": not tls.insecure,
         }
+
+    @property
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        return self._tls.get() if self._tls is not None else None
 
     def _shared_tls(self, connection_class: type[_SharedTls]) -> dict[str, Any]:
         """With TLS, the redis-py connection class that uses the connector's one context (`_SharedTls`)."""

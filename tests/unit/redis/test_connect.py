@@ -115,6 +115,7 @@ async def test_tls_cluster_nodes_share_the_connectors_context(tmp_path: Path, re
     connector = RedisConnector(parse_redis_url(cluster.url, client_tls(redis_certs)))
     client = connector.command_client(cluster=True)
     try:
+        await client.initialize()  # as the backend does before use (shared/redis/backend.py)
         await asyncio.gather(*(client.incr(f"herald:tls-burst:{i}") for i in range(30)))
         nodes = client.get_nodes()
         assert len(nodes) == 3
