@@ -409,11 +409,15 @@ def wait_for_quiet(max_wait_s: float, threshold_pct: float = 20.0) -> None:
             return
 
 
+def rank(n: int, q: float) -> int:
+    """The index of the q-th percentile among n sorted values (nearest rank)."""
+    return min(n - 1, max(0, round(q / 100 * (n - 1))))
+
+
 def percentile(sorted_values: Any, q: float) -> float:
     if not len(sorted_values):
         return float("nan")
-    idx = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
-    return float(sorted_values[idx])
+    return float(sorted_values[rank(len(sorted_values), q)])
 
 
 # -- a lean WebSocket client -------------------------------------------------------------------

@@ -132,30 +132,28 @@ def split(n: int, parts: int) -> list[int]:
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
 
-def cpu_s(pid: int) -> float:
-    """CPU time of every thread of `pid`, in seconds, from the scheduler's own accounting
-    (/proc/PID/task/*/schedstat, nanoseconds): exact for short windows, unlike the 10 ms ticks of
-    /proc/PID/stat, and it counts node's helper threads for soketi."""
+def _schedstat_s(pid: int, field: int) -> float:
+    """One field of /proc/PID/task/*/schedstat (nanoseconds), summed over `pid`'s threads, in seconds."""
     total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
+                total += int(f.read().split()[field])
         except (OSError, ValueError, IndexError):
             continue
     return total / 1e9
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time of every thread of `pid`, in seconds, from the scheduler's own accounting
+    (schedstat): exact for short windows, unlike the 10 ms ticks of /proc/PID/stat, and it counts
+    node's helper threads for soketi."""
+    return _schedstat_s(pid, 0)
 
 
 def cpu_wait_s(pid: int) -> float:
     """Time `pid`'s threads were runnable but waiting for a core (CPU contention), in seconds."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
+    return _schedstat_s(pid, 1)
 
 
 def waits(target: Target) -> float | None:
@@ -179,7 +177,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 def step_pcts(results: list[dict[str, Any]], qs: Sequence[float]) -> list[float | None]:
     """Percentiles (ms) of the subscribers' latencies, which they count in LATENCY_STEP_S steps; the
-    same rank rule as `pct`."""
+    same rank as `pct` (`_common.rank`)."""
     counts: dict[int, int] = {}
     for r in results:
         for step, count in r["latency_steps"]:
@@ -187,13 +185,13 @@ def step_pcts(results: list[dict[str, Any]], qs: Sequence[float]) -> list[float 
     total = sum(counts.values())
     if not total:
         return [None for _ in qs]
+    steps = sorted(counts)
     out: list[float | None] = []
     for q in qs:
-        rank = min(total - 1, max(0, round(q / 100 * (total - 1))))
-        seen = 0
-        for step in sorted(counts):
+        wanted, seen = c.rank(total, q), 0
+        for step in steps:
             seen += counts[step]
-            if seen > rank:
+            if seen > wanted:
                 out.append(1000 * step * LATENCY_STEP_S)
                 break
     return out
