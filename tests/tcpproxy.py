@@ -8,8 +8,11 @@ Service routes to ready pods only, so a draining gateway gets no new connections
 `cut()` stands for a network that stops carrying packets: open connections stay open but nothing goes
 through them any more, and new ones are accepted but not forwarded. `resume()` heals it: the cut
 connections are closed (their clients have given up on them by then) and the waiting ones go through.
+`resume(stale=True)` heals it for new connections only: the cut ones stay open and silent, as TCP
+connections are for a while after a real partition heals (their retransmissions have backed off, and
+neither end has noticed anything yet).
 
-`DelayProxy`: a slow link to one backend (e.g. one gateway's link to Redis).
+`DelayProxy`: a slow link to one backend (e.g. one gateway's link to Redis), or a link slow one way.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class FailoverProxy:
         self._flowing.set()
         self._open: set[asyncio.StreamWriter] = set()
         self._cut: set[asyncio.StreamWriter] = set()
+        self._stale: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> FailoverProxy:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -56,10 +60,13 @@ class FailoverProxy:
         self._flowing.clear()
         self._cut = set(self._open)
 
-    def resume(self) -> None:
-        for writer in self._cut:
-            with contextlib.suppress(OSError, RuntimeError):
-                writer.close()
+    def resume(self, stale: bool = False) -> None:
+        if stale:
+            self._stale |= self._cut
+        else:
+            for writer in self._cut:
+                with contextlib.suppress(OSError, RuntimeError):
+                    writer.close()
         self._cut = set()
         self._flowing.set()
 
@@ -90,6 +97,8 @@ class FailoverProxy:
         try:
             while data := await reader.read(65536):
                 await self._flowing.wait()
+                if writer in self._stale:
+                    continue  # open, and carrying nothing
                 if writer in self._cut or writer.is_closing():
                     return
                 writer.write(data)
@@ -122,11 +131,14 @@ async def _ready(port: int) -> bool:
 
 class DelayProxy:
     """A TCP proxy to one backend that delays every byte by `delay_s` in each direction (order and
-    throughput kept): a slow network link, e.g. between one gateway and Redis."""
+    throughput kept): a slow network link, e.g. between one gateway and Redis. `up_delay_s`, when set,
+    delays what goes to the backend instead (a link slow one way); both can change at any time and
+    apply to bytes read from then on."""
 
     def __init__(self, backend_port: int, delay_s: float, host: str = "127.0.0.1") -> None:
         self.backend_port = backend_port
         self.delay_s = delay_s
+        self.up_delay_s: float | None = None
         self.host = host
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
@@ -157,10 +169,13 @@ class DelayProxy:
         except OSError:
             client_w.close()
             return
-        self._spawn(self._pipe(client_r, up_w))
-        self._spawn(self._pipe(up_r, client_w))
+        self._spawn(self._pipe(client_r, up_w, upstream=True))
+        self._spawn(self._pipe(up_r, client_w, upstream=False))
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _delay(self, upstream: bool) -> float:
+        return self.up_delay_s if upstream and self.up_delay_s is not None else self.delay_s
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -178,7 +193,7 @@ class DelayProxy:
         sender = asyncio.create_task(deliver())
         try:
             while data := await reader.read(65536):
-                queue.put_nowait((loop.time() + self.delay_s, data))
+                queue.put_nowait((loop.time() + self._delay(upstream), data))
             queue.put_nowait((0.0, b""))
             await sender
         except (OSError, asyncio.IncompleteReadError):

@@ -22,6 +22,11 @@ are lost; it reconnects with capped, jittered exponential back-off and re-subscr
 still wanted: under Sentinel to whichever server the sentinels name as master now; on a Redis
 Cluster, topics whose slot another master owns now (resharding, a replica that took over) move
 there. Connections are pinged, so one to a server that vanished without closing TCP is replaced.
+
+Redis lists a subscriber connection as subscribed for as long as its end of the TCP connection is
+open, and after a partition heals that can be a connection that carries nothing yet (its
+retransmissions back off for seconds before either end notices). So "subscribed" is proven by a
+message that came through (`RedisBus.probe`), not by Redis's count.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import contextlib
 import hashlib
 import logging
 import random
+import secrets
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +46,7 @@ import hiredis
 from redis.exceptions import RedisError
 
 from shared.bus.base import Bus, BusUnavailable, Envelope, GuardFailed, PublishGuard, Receiver
+from shared.protocol import events
 from shared.redis.connection import SOCKET_TIMEOUT_S, Address, RedisConnector
 from shared.redis.health import RedisHealth
 from shared.redis.scripts import load_script
@@ -56,8 +64,9 @@ log = logging.getLogger("herald.bus")
 SUBSCRIBE_TIMEOUT_S = 5.0
 RECONNECT_MIN_S = 0.1
 RECONNECT_MAX_S = 1.0
-# Every subscriber connection is pinged this often; one that has not answered by the next ping is
-# closed and reconnected (a server that vanished without closing TCP: a dead VM, a partition).
+# Every subscriber connection is pinged this often; one that has received nothing (no answer, no
+# message) by the next ping is closed and reconnected (a server that vanished without closing TCP: a
+# dead VM, a partition).
 PING_INTERVAL_S = 5.0
 # While reconnecting, the reason is logged on the first failure and then every this many attempts.
 RECONNECT_LOG_EVERY = 30
@@ -79,6 +88,9 @@ class _SubscriberProtocol(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        # Bytes arrived: the connection is alive, whether or not the pong is among them (after a
+        # healed partition Redis's side may resume before our PING's retransmission gets through).
+        self.owner.heard = True
         if self.receive_data(data):
             self.owner.on_events()
 
@@ -113,12 +125,21 @@ class SubscriberConnection:
         self._connected = asyncio.Event()
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
-        self._ping_unanswered = False
+        # Whether anything arrived since the last ping was sent (set by the protocol on every read).
+        self.heard = True
         self._handshaking = False
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    @property
+    def handshaking(self) -> bool:
+        """A new connection is open and its AUTH, subscriptions and PING are not all answered yet."""
+        return self._handshaking
 
     @property
     def topics(self) -> set[bytes]:
@@ -127,7 +148,7 @@ class SubscriberConnection:
     async def connect(self) -> None:
         protocol = await self.connector.open_subscriber(lambda: _SubscriberProtocol(self), self.node)
         self._protocol = protocol
-        self._ping_unanswered = False
+        self.heard = True
         self._handshaking = True
         try:
             # AUTH, re-subscribe every topic, then PING: its answer comes after every subscription's,
@@ -178,7 +199,7 @@ class SubscriberConnection:
             elif isinstance(event, Dropped):
                 self.bus.on_dropped(event.topic)
             elif event.command == b"PING" and not self._handshaking:
-                self._ping_unanswered = False
+                pass  # the keep-alive's answer: the read itself counted (`heard`)
             elif self._replies:
                 fut = self._replies.pop(0)
                 if not fut.done():
@@ -248,15 +269,23 @@ class SubscriberConnection:
         self.last_error = str(exc) or type(exc).__name__
 
     def ping(self) -> None:
-        """Send a PING; if the previous one is still unanswered, the connection is dead: drop it."""
+        """Send a PING; if nothing arrived since the previous one, the connection is dead: replace it."""
         if not self.connected or self._protocol is None:
             return
-        if self._ping_unanswered:
-            log.warning("redis %s did not answer a ping in %.0fs; reconnecting", self.name, PING_INTERVAL_S)
-            self._protocol.transport.abort()
+        if not self.heard:
+            self.replace(f"did not answer a ping in {PING_INTERVAL_S:.0f}s")
             return
-        self._ping_unanswered = True
+        self.heard = False
         self._write(self.state.ping())
+
+    def replace(self, why: str) -> None:
+        """Drop the current connection (it reconnects and re-subscribes every topic); a no-op while
+        there is none."""
+        if not self.connected or self._protocol is None or self._protocol.transport is None:
+            return
+        log.warning("redis %s %s; reconnecting", self.name, why)
+        self._connected.clear()  # at once: nothing may count on this connection any more
+        self._protocol.transport.abort()
 
     async def subscribe(self, topic: bytes) -> None:
         if not self.connected:
@@ -272,9 +301,14 @@ class SubscriberConnection:
             raise BusUnavailable("Redis did not confirm the subscription in time") from exc
 
     def unsubscribe(self, topic: bytes) -> None:
-        data = self.state.unsubscribe(topic)
-        if self.connected:
-            self._write(data)
+        if self._protocol is None or self._protocol.transport is None:
+            # No connection: the next one simply won't subscribe it. (Registering an UNSUBSCRIBE that
+            # is never sent would leave a reply expected that never comes, and the next reply, a
+            # pong or a subscription's, would be taken for it.)
+            self.state.topics.discard(topic)
+            return
+        # Sent during a handshake too: it is answered after the handshake's own replies.
+        self._write(self.state.unsubscribe(topic))
 
     def retire(self) -> None:
         """Stop reconnecting (nothing is wanted from this server any more)."""
@@ -415,6 +449,8 @@ class RedisBus:
         self._connections: dict[Address | None, SubscriberConnection] = {}
         self._pinger: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+        # Probes in flight (`probe`): nonce -> resolved when that probe comes back.
+        self._probes: dict[str, asyncio.Future[None]] = {}
         # One Redis: the lean publisher (see the module docstring); Redis Cluster: redis-py's client.
         self._publisher = None if cluster else PublisherConnection(connector)
 
@@ -431,10 +467,63 @@ class RedisBus:
     def on_message(self, raw: bytes) -> None:
         try:
             env = Envelope.unpack(raw)
+            if self._probes and env.event == events.BUS_PROBE:
+                self._probe_returned(env)
+                return
             for receiver in self._receivers:
                 receiver(env)
         except Exception:
             log.exception("bus receiver failed")
+
+    async def probe(self, app_id: str, channel: str, timeout_s: float) -> bool:
+        """Whether a message published on this subscribed topic now comes back through this process's
+        subscriber within `timeout_s`. True proves the path from Redis to this node works from now on
+        (a connection delivers in order); Redis merely listing the subscription does not (module
+        docstring). Published with the command client, not the pipelined publisher, which may be
+        stalled by the same partition; BusUnavailable when that publish fails (no verdict on the
+        subscriber)."""
+        topic = self.topic(app_id, channel)
+        conn = self._connections.get(self._address_for(topic))
+        if conn is None or topic not in conn.topics:
+            return False
+        loop = asyncio.get_running_loop()
+        nonce = secrets.token_hex(8)
+        back = self._probes[nonce] = loop.create_future()
+        envelope = Envelope(app_id, channel, events.BUS_PROBE, nonce, ts=time.time())
+        step = "connect"
+        try:
+            async with asyncio.timeout(timeout_s):
+                await conn.wait_connected()
+                step = "publish"
+                if self.cluster:
+                    await self.client.spublish(topic, envelope.pack())
+                else:
+                    await self.client.publish(topic, envelope.pack())
+                step = "return"
+                await back
+            return True
+        except TimeoutError:  # before OSError, of which it is a subclass
+            if step == "publish":
+                raise BusUnavailable("Redis did not answer the probe's publish in time") from None
+            return False
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"Redis publish failed: {exc}") from exc
+        finally:
+            self._probes.pop(nonce, None)
+
+    def _probe_returned(self, env: Envelope) -> None:
+        # A probe that comes back after its waiter gave up finds no future here (or, with no probe in
+        # flight, goes to the receivers, which ignore it like anything on a topic no socket can join).
+        back = self._probes.get(env.data)
+        if back is not None and not back.done():
+            back.set_result(None)
+
+    def reconnect(self, app_id: str, channel: str, why: str) -> None:
+        """Replace the subscriber connection that carries this topic (a failed `probe`): it reconnects
+        and re-subscribes every topic it carries."""
+        conn = self._connections.get(self._address_for(self.topic(app_id, channel)))
+        if conn is not None:
+            conn.replace(why)
 
     def on_dropped(self, topic: bytes) -> None:
         """Redis ended a subscription still wanted (its cluster slot moved): subscribe where it lives now."""

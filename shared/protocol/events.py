@@ -41,6 +41,10 @@ SKIPPED = "pusher_internal:herald_skipped"
 # sockets with 4009 instead of relaying it (it never reaches a client).
 TERMINATE_CONNECTIONS = "pusher_internal:terminate_connections"
 
+# Bus-only check that messages reach this node's subscriber (shared.bus.redis_impl, RedisBus.probe): a
+# node publishes one on its own control topic and waits for it to come back. Never relayed.
+BUS_PROBE = "herald:bus_probe"
+
 # Bus-only debug console messages (docs/console.md): a console server announces that it watches an app
 # on the control topic; while it does, nodes copy that app's traffic to the app's console topic.
 CONSOLE_WATCH = "herald:console_watch"

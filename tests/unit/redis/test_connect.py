@@ -10,8 +10,10 @@ import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.bus.base import BusUnavailable, Envelope
@@ -20,6 +22,7 @@ from shared.redis.acl import acl_rule
 from shared.redis.connection import RedisConnector, TlsOptions, parse_redis_url
 from shared.redis.health import COMMANDS, RedisHealth
 from tests.redis_server import RedisServer
+from tests.tcpproxy import DelayProxy
 from tests.tlscerts import Certs, make_certs
 
 WAIT_S = 10.0
@@ -271,6 +274,65 @@ async def test_a_server_that_stops_answering_is_dropped_after_an_unanswered_ping
         if server.proc is not None:
             server.proc.send_signal(signal.SIGCONT)
         server.cleanup()
+
+
+async def test_a_topic_unsubscribed_while_a_connection_is_being_set_up_stops_arriving(
+    tmp_path: Path, probes: list[Probe]
+) -> None:
+    """An unsubscription made while a reconnect waits for Redis's answers goes out on that connection
+    (it was forgotten, and the topic went on arriving). Redis is frozen with SIGSTOP to hold the
+    reconnect in its set-up."""
+    server = RedisServer(tmp_path).start()
+    try:
+        probe = await started(probes, server.url)
+        await probe.round_trip()
+        await probe.bus.subscribe("app", "old")
+        [conn] = probe.bus.connections
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        conn.ping()
+        conn.ping()  # unanswered: replaced; the new connection's set-up waits for the frozen Redis
+        await asyncio.wait_for(_until(lambda: conn.handshaking), WAIT_S)
+        await probe.bus.unsubscribe("app", "old")
+        server.proc.send_signal(signal.SIGCONT)
+        await asyncio.wait_for(_until(lambda: conn.connected), WAIT_S)
+        # Published in this order on one connection: had "old" still been subscribed, it came first.
+        await probe.bus.publish(Envelope("app", "old", "e", "unwanted"))
+        await probe.bus.publish(Envelope("app", "news", "e", "wanted"))
+        assert (await asyncio.wait_for(probe.received.get(), WAIT_S)).data == "wanted"
+        assert conn.reconnects == 1
+    finally:
+        if server.proc is not None:
+            server.proc.send_signal(signal.SIGCONT)
+        server.cleanup()
+
+
+async def test_a_connection_that_delivers_is_kept_while_its_ping_is_held_up(
+    redis_url: str, probes: list[Probe]
+) -> None:
+    """After a partition heals, Redis's side of a connection may resume before the node's PING gets
+    through (its retransmission backs off). Messages arriving prove the connection alive: the
+    keep-alive must not replace it, which would lose what is published during the reconnect."""
+    proxy = await DelayProxy(urlsplit(redis_url).port or 6379, 0.0).start()
+    try:
+        probe = await started(probes, f"redis://127.0.0.1:{proxy.port}")
+        await probe.round_trip()
+        [conn] = probe.bus.connections
+        proxy.up_delay_s = 3600.0  # from now on what the node sends is held up; what Redis sends flows
+        conn.ping()
+        direct = Redis.from_url(redis_url)
+        try:
+            topic = probe.bus.topic("app", "news")
+            await direct.publish(topic, Envelope("app", "news", "e", "first").pack())
+            assert (await asyncio.wait_for(probe.received.get(), WAIT_S)).data == "first"
+            conn.ping()  # its PING is unanswered, but the connection delivered since: kept
+            await direct.publish(topic, Envelope("app", "news", "e", "second").pack())
+            assert (await asyncio.wait_for(probe.received.get(), WAIT_S)).data == "second"
+        finally:
+            await direct.aclose()
+        assert conn.connected and conn.reconnects == 0
+    finally:
+        await proxy.stop()
 
 
 async def _until(check: Callable[[], bool]) -> None:
