@@ -12,9 +12,8 @@ from __future__ import annotations
 # detection) and SELECT (a database other than 0). redis-py also sends CLIENT SETINFO on Redis 7.2+;
 # it ignores a refusal, and naming it would make the rule invalid on 7.0.
 CONNECTION = ("ping", "hello", "select")
-# The bus: per-channel topics, sharded ones on a Redis Cluster; PUBSUB NUMSUB tells a node its
-# subscriber is back after Redis restarted (shared/state/redis_node.py).
-PUBSUB = ("publish", "subscribe", "unsubscribe", "spublish", "ssubscribe", "sunsubscribe", "pubsub|numsub")
+# The bus: per-channel topics, sharded ones on a Redis Cluster.
+PUBSUB = ("publish", "subscribe", "unsubscribe", "spublish", "ssubscribe", "sunsubscribe")
 # Lua scripts (shared/redis/lua/) run with EVALSHA, sent with EVAL when Redis doesn't have them yet;
 # the HTTP API's rate limiter reads the server's clock (TIME) in its script.
 SCRIPTS = ("eval", "evalsha", "time")

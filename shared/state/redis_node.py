@@ -37,7 +37,7 @@ lease + reaper interval (+ one script) after its last heartbeat.
 
 Redis restarts (docs/cluster.md, "Redis restarts"; single Redis, see `boot_gate`): every node checks
 `P:boot` every BOOT_POLL_S and the first to find it missing creates a new one. A node seeing a new boot
-waits until its bus subscriber is re-subscribed on it (its control topic is counted by PUBSUB NUMSUB),
+waits until its bus subscriber receives from it again (a probe on its control topic came back),
 writes its records back, then records `P:synced[NODE] = boot`. The cluster is synced when every node
 with a live lease has done so and, after a restart, BOOT_GRACE_S has passed (time for a live node to
 notice). Until then the HTTP API answers 503, and every publish it acknowledges is checked against
@@ -59,7 +59,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from shared import metrics
-from shared.bus.base import PublishGuard
+from shared.bus.base import BusUnavailable, PublishGuard
 from shared.clock import Clock
 from shared.redis.health import COMMANDS, RedisHealth
 from shared.redis.scripts import ScriptRunner, load_script
@@ -91,6 +91,10 @@ BOOT_POLL_S = 0.5
 BOOT_GRACE_S = 2.0
 # How long a re-sync waits for this node's bus subscriber to be back before it tries again later.
 SUBSCRIBED_WAIT_S = 10.0
+# How long one probe of the bus subscriber may take before its connection is taken for stalled and
+# replaced: a round trip through Redis takes milliseconds, and a node busy fanning out still answers
+# within a few hundred.
+PROBE_TIMEOUT_S = 2.0
 # How long repair transitions wait for the rest of the cluster to be synced before going out anyway.
 CLUSTER_WAIT_S = 30.0
 # Node-owned keys and aggregates expire if no live node refreshes them (every node gone).
@@ -442,25 +446,35 @@ class RedisNode:
         self._spawn(self._report(changes, resynced=not (new_boot and first), wait_cluster=self.boot_gate))
 
     async def _await_subscribed(self) -> None:
-        """Return once this node's bus subscriber is subscribed on the Redis now answering (so it
-        receives what is published from now on); raise StoreUnavailable if it isn't in time."""
+        """Return once this node's bus subscriber receives from the Redis now answering (so it gets
+        what is published from now on); raise StoreUnavailable if it doesn't in time.
+
+        Proven by a probe that came back, not by Redis counting the subscription: after a partition
+        heals, Redis still lists the node's old subscriber connection while that connection carries
+        nothing for seconds more (docs/cluster.md, "Partitions"). A probe that doesn't come back
+        replaces the connection."""
         if not self.boot_gate:
             return
         channel = f"#node-{self.node_id}"
         if not self._control_subscribed:
             # App id "" is never an app's, so the topic can't collide with a channel.
-            await self.bus.subscribe("", channel)
+            try:
+                await self.bus.subscribe("", channel)
+            except BusUnavailable as exc:
+                raise StoreUnavailable(f"the bus subscriber is not back: {exc}") from exc
             self._control_subscribed = True
-        topic = self.bus.topic("", channel)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SUBSCRIBED_WAIT_S
         while True:
-            [(_, count)] = await self.client.pubsub_numsub(topic)
-            if int(count) > 0:
-                return
-            if loop.time() > deadline:
-                raise StoreUnavailable("the bus subscriber did not re-subscribe in time")
-            await asyncio.sleep(0.05)
+            left = deadline - loop.time()
+            if left <= 0:
+                raise StoreUnavailable("the bus subscriber did not receive a probe in time")
+            try:
+                if await self.bus.probe("", channel, min(PROBE_TIMEOUT_S, left)):
+                    return
+            except BusUnavailable as exc:
+                raise StoreUnavailable(f"cannot probe the bus subscriber: {exc}") from exc
+            self.bus.reconnect("", channel, f"did not deliver a probe in {PROBE_TIMEOUT_S:.0f}s")
 
     async def watch_boot(self) -> None:
         """Every BOOT_POLL_S: notice a restart of Redis, and whether the cluster is synced."""

@@ -11,12 +11,15 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from shared.bus import redis_impl
+from shared.bus.base import Envelope
 from shared.bus.redis_impl import RedisBus
 from shared.redis.connection import RedisConnector, parse_redis_url
 from shared.state.base import ChannelChange, ClusterResyncing, Member, MemberChange, StoreUnavailable, Transitions
@@ -27,6 +30,7 @@ from shared.state.redis_impl import (
     RedisUserStore,
 )
 from shared.state.redis_node import RedisNode
+from tests.tcpproxy import FailoverProxy
 from tests.unit.fakes import ManualClock
 
 LEASE_S = 15.0
@@ -388,3 +392,44 @@ async def test_a_restart_closes_the_gate_until_every_live_node_has_re_synced(cli
 async def _until(check: Callable[[], bool]) -> None:
     while not check():
         await asyncio.sleep(0.01)
+
+
+async def test_a_resync_waits_until_the_bus_subscriber_receives_again(
+    client: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a partition heals, the node's old subscriber connection can carry nothing for seconds more
+    while Redis still lists its subscriptions (docs/cluster.md, "Partitions"). The re-sync that makes
+    the node's members visible again must wait until its subscriber receives, so that what is published
+    from then on reaches the node. The keep-alive ping is pushed past the test, so only the re-sync can
+    notice the stalled connection here."""
+    monkeypatch.setattr(redis_impl, "PING_INTERVAL_S", 3600.0)
+    proxy = await FailoverProxy([urlsplit(redis_url).port or 6379]).start()
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    bus = RedisBus(RedisConnector(parse_redis_url(f"redis://127.0.0.1:{proxy.port}")), prefix, client,
+                   cluster=False)
+    received: asyncio.Queue[Envelope] = asyncio.Queue()
+    bus.set_receiver(received.put_nowait)
+    await bus.start()
+    lease = RedisNode(client, prefix, "a", lease_s=LEASE_S, bus=bus, boot_gate=True, boot_grace_s=0.1)
+    topic = bus.topic(APP, "feed")
+    try:
+        await lease.heartbeat()
+        await bus.subscribe(APP, "feed")
+        await client.publish(topic, Envelope(APP, "feed", "e", "before").pack())
+        assert (await asyncio.wait_for(received.get(), 5)).data == "before"
+
+        # The partition heals for new connections; the subscriber's own stays open and silent.
+        proxy.cut()
+        proxy.resume(stale=True)
+        assert await client.pubsub_numsub(topic) == [(topic, 1)]  # Redis still counts it
+        lease.needs_sync = True  # as after the node's commands failed during the partition
+        await asyncio.wait_for(lease.heartbeat(), 15)
+
+        await client.publish(topic, Envelope(APP, "feed", "e", "after").pack())
+        assert (await asyncio.wait_for(received.get(), 5)).data == "after"
+        assert received.empty()  # the probes that checked the subscriber were not relayed
+        assert [conn.reconnects for conn in bus.connections] == [1]
+    finally:
+        await lease.stop_node()
+        await bus.close()
+        await proxy.stop()
