@@ -479,35 +479,35 @@ class RedisBus:
         """Whether a message published on this subscribed topic now comes back through this process's
         subscriber within `timeout_s`. True proves the path from Redis to this node works from now on
         (a connection delivers in order); Redis merely listing the subscription does not (module
-        docstring). Published with the command client, not the pipelined publisher, which may be
-        stalled by the same partition; BusUnavailable when that publish fails (no verdict on the
-        subscriber)."""
+        docstring); False when no connection came up in time or the probe did not come back.
+        Published with the command client, not the pipelined publisher, which may be stalled by the
+        same partition. BusUnavailable, no verdict on the subscriber, when that publish fails or the
+        topic is not subscribed here."""
         topic = self.topic(app_id, channel)
         conn = self._connections.get(self._address_for(topic))
         if conn is None or topic not in conn.topics:
-            return False
+            raise BusUnavailable(f"{topic!r} is not subscribed here")
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         nonce = secrets.token_hex(8)
         back = self._probes[nonce] = loop.create_future()
-        envelope = Envelope(app_id, channel, events.BUS_PROBE, nonce, ts=time.time())
-        step = "connect"
         try:
-            async with asyncio.timeout(timeout_s):
-                await conn.wait_connected()
-                step = "publish"
-                if self.cluster:
-                    await self.client.spublish(topic, envelope.pack())
-                else:
-                    await self.client.publish(topic, envelope.pack())
-                step = "return"
-                await back
-            return True
-        except TimeoutError:  # before OSError, of which it is a subclass
-            if step == "publish":
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await conn.wait_connected()
+            except TimeoutError:
+                return False
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._publish_by_client(Envelope(app_id, channel, events.BUS_PROBE, nonce, ts=time.time()))
+            except TimeoutError:
                 raise BusUnavailable("Redis did not answer the probe's publish in time") from None
-            return False
-        except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"Redis publish failed: {exc}") from exc
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await back
+            except TimeoutError:
+                return False
+            return True
         finally:
             self._probes.pop(nonce, None)
 
@@ -634,6 +634,10 @@ class RedisBus:
         if self._publisher is not None:
             await self._publish_lean(self._publisher, (envelope,))
             return
+        await self._publish_by_client(envelope)
+
+    async def _publish_by_client(self, envelope: Envelope) -> None:
+        """Through redis-py's command client: Redis Cluster's path, and the probe's."""
         topic = self.topic(envelope.app_id, envelope.channel)
         try:
             if self.cluster:
