@@ -246,34 +246,42 @@ async def test_a_cluster_slot_that_moves_takes_its_subscription_along(tmp_path: 
         cluster.stop()
 
 
+@contextlib.asynccontextmanager
+async def freezable(tmp_path: Path, probes: list[Probe]) -> AsyncIterator[tuple[Probe, Callable[[int], None]]]:
+    """A redis-server of the test's own, a probe that made a round trip through it, and a way to
+    signal the server (SIGSTOP freezes it: its sockets stay open and say nothing). The server is
+    thawed and removed however the test ends."""
+    server = RedisServer(tmp_path).start()
+    assert server.proc is not None
+    try:
+        probe = await started(probes, server.url)
+        await probe.round_trip()
+        yield probe, server.proc.send_signal
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        server.cleanup()
+
+
 async def test_a_server_that_stops_answering_is_dropped_after_an_unanswered_ping(
     tmp_path: Path, probes: list[Probe]
 ) -> None:
     """A server that vanished without closing TCP (a dead VM, a partition) looks connected forever;
     the bus pings every connection and replaces one whose previous ping got no answer. Here the
     redis-server is frozen with SIGSTOP: its socket stays open and says nothing."""
-    server = RedisServer(tmp_path).start()
-    try:
-        probe = await started(probes, server.url)
-        await probe.round_trip()
+    async with freezable(tmp_path, probes) as (probe, signal_server):
         [conn] = probe.bus.connections
-        assert server.proc is not None
-        server.proc.send_signal(signal.SIGSTOP)
+        signal_server(signal.SIGSTOP)
         conn.ping()
         assert conn.connected  # one ping in flight is normal
         conn.ping()  # the previous one is still unanswered: the connection is given up
         await asyncio.wait_for(_until(lambda: not probe.health.up), WAIT_S)
         # A new connection is accepted by the kernel but counts as up only once Redis answers.
         assert not conn.connected
-        server.proc.send_signal(signal.SIGCONT)
+        signal_server(signal.SIGCONT)
         await asyncio.wait_for(_until(lambda: conn.connected and probe.health.up), WAIT_S)
         assert conn.reconnects == 1 and probe.health.reconnects == 1
         await probe.bus.publish(Envelope("app", "news", "e", "after"))
         assert (await asyncio.wait_for(probe.received.get(), WAIT_S)).data == "after"
-    finally:
-        if server.proc is not None:
-            server.proc.send_signal(signal.SIGCONT)
-        server.cleanup()
 
 
 async def test_a_topic_unsubscribed_while_a_connection_is_being_set_up_stops_arriving(
@@ -282,29 +290,21 @@ async def test_a_topic_unsubscribed_while_a_connection_is_being_set_up_stops_arr
     """An unsubscription made while a reconnect waits for Redis's answers goes out on that connection
     (it was forgotten, and the topic went on arriving). Redis is frozen with SIGSTOP to hold the
     reconnect in its set-up."""
-    server = RedisServer(tmp_path).start()
-    try:
-        probe = await started(probes, server.url)
-        await probe.round_trip()
+    async with freezable(tmp_path, probes) as (probe, signal_server):
         await probe.bus.subscribe("app", "old")
         [conn] = probe.bus.connections
-        assert server.proc is not None
-        server.proc.send_signal(signal.SIGSTOP)
+        signal_server(signal.SIGSTOP)
         conn.ping()
         conn.ping()  # unanswered: replaced; the new connection's set-up waits for the frozen Redis
         await asyncio.wait_for(_until(lambda: conn.handshaking), WAIT_S)
         await probe.bus.unsubscribe("app", "old")
-        server.proc.send_signal(signal.SIGCONT)
+        signal_server(signal.SIGCONT)
         await asyncio.wait_for(_until(lambda: conn.connected), WAIT_S)
         # Published in this order on one connection: had "old" still been subscribed, it came first.
         await probe.bus.publish(Envelope("app", "old", "e", "unwanted"))
         await probe.bus.publish(Envelope("app", "news", "e", "wanted"))
         assert (await asyncio.wait_for(probe.received.get(), WAIT_S)).data == "wanted"
         assert conn.reconnects == 1
-    finally:
-        if server.proc is not None:
-            server.proc.send_signal(signal.SIGCONT)
-        server.cleanup()
 
 
 async def test_a_connection_that_delivers_is_kept_while_its_ping_is_held_up(
